@@ -1,0 +1,6 @@
+//! The cache tiers. Today the L1 in-process store; the L2 relay to Valkey joins here.
+
+pub mod entry;
+pub mod glob;
+pub mod store;
+pub mod value;

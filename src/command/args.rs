@@ -1,0 +1,96 @@
+//! Argument parsing with Redis's rules: integers as `string2ll` reads them (no `+`, no leading
+//! zeros, no spaces), floats as `strtod` reads them (NaN refused), option words matched without
+//! regard to case.
+
+use super::error::{CmdError, NOT_FLOAT, NOT_INTEGER};
+
+/// Redis's string2ll: optional '-', digits without leading zeros, within i64.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (neg, digits) = match s[0] {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !(b'1'..=b'9').contains(&digits[0]) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    if neg {
+        if v > i64::MAX as u64 + 1 {
+            None
+        } else {
+            Some((v as i64).wrapping_neg())
+        }
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+pub fn int(s: &[u8]) -> Result<i64, CmdError> {
+    parse_i64(s).ok_or(NOT_INTEGER)
+}
+
+/// strtod-like: no surrounding spaces, NaN refused, `inf`/`+inf`/`-inf` accepted.
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    let t = std::str::from_utf8(s).ok()?;
+    if t.is_empty() || t.trim() != t {
+        return None;
+    }
+    let v: f64 = match t.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => t.parse().ok()?,
+    };
+    if v.is_nan() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+pub fn float(s: &[u8]) -> Result<f64, CmdError> {
+    parse_f64(s).ok_or(NOT_FLOAT)
+}
+
+/// Case-insensitive comparison of an argument with an option word.
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_like_string2ll() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        for bad in [&b"01"[..], b"+1", b" 1", b"1 ", b"", b"-", b"-0", b"1a"] {
+            assert_eq!(parse_i64(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn floats_like_strtod() {
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"5.0e3"), Some(5000.0));
+        assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(parse_f64(b"abc"), None);
+    }
+}

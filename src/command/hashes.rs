@@ -1,0 +1,318 @@
+//! Hash commands (HSET, HGET, HGETALL, HINCRBY, HSCAN, ...), with Redis's replies: maps in
+//! RESP3, flat arrays in RESP2, and the key removed when its last field goes.
+
+use super::args::{float, int, is, parse_f64, parse_i64};
+use super::error::{
+    CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, NAN_OR_INF, OVERFLOW, WRONG_TYPE,
+};
+use super::keys::{parse_cursor, scan_opts};
+use super::strings::format_human;
+use super::Ctx;
+use crate::cache::entry::{Entry, ValueRef};
+use crate::cache::glob::glob_match;
+use crate::cache::value::{HashValue, Object};
+use bytes::Bytes;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+
+/// Read access to the hash at `key` (None when absent; WRONGTYPE for other types).
+fn read<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(Option<&HashValue>, &mut crate::server::reply::Reply) -> R,
+) -> Result<R, CmdError> {
+    let out = &mut *ctx.out;
+    ctx.app.store.read(ctx.session.db, key, ctx.now, |e| {
+        match e.map(|e| e.value()) {
+            None => Ok(f(None, out)),
+            Some(ValueRef::Obj(Object::Hash(h))) => Ok(f(Some(h), out)),
+            Some(_) => Err(WRONG_TYPE),
+        }
+    })
+}
+
+/// Write access to the hash at `key`, created empty when absent (and dropped again if left empty).
+fn write<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&mut HashValue) -> Result<R, CmdError>,
+) -> Result<R, CmdError> {
+    ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
+        match slot.get().map(|e| e.value()) {
+            None => {
+                let mut h = HashValue::default();
+                let r = f(&mut h)?;
+                if !h.is_empty() {
+                    slot.put(Entry::new_obj(key, Box::new(Object::Hash(h)), None, 0));
+                }
+                Ok(r)
+            }
+            Some(ValueRef::Obj(Object::Hash(_))) => {
+                match slot.get_mut().and_then(|e| e.obj_mut()) {
+                    Some(Object::Hash(h)) => f(h),
+                    _ => Err(WRONG_TYPE),
+                }
+            }
+            Some(_) => Err(WRONG_TYPE),
+        }
+    })
+}
+
+fn pairs(args: &[Bytes], name: &str) -> CmdResult {
+    if args.len() % 2 != 0 {
+        return Err(super::error::arity(name));
+    }
+    Ok(())
+}
+
+pub fn hset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    pairs(args, "hset")?;
+    let n = write(ctx, &args[1], |h| {
+        Ok(args[2..]
+            .chunks(2)
+            .filter(|fv| h.insert(&fv[0], &fv[1]))
+            .count())
+    })?;
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+pub fn hmset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    pairs(args, "hmset")?;
+    write(ctx, &args[1], |h| {
+        for fv in args[2..].chunks(2) {
+            h.insert(&fv[0], &fv[1]);
+        }
+        Ok(())
+    })?;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn hsetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let set = write(ctx, &args[1], |h| {
+        if h.get(&args[2]).is_some() {
+            Ok(false)
+        } else {
+            h.insert(&args[2], &args[3]);
+            Ok(true)
+        }
+    })?;
+    ctx.out.int(set as i64);
+    Ok(())
+}
+
+pub fn hget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        match h.and_then(|h| h.get(&args[2])) {
+            Some(v) => out.bulk(v),
+            None => out.null(),
+        }
+    })
+}
+
+pub fn hmget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        out.array(args.len() - 2);
+        for f in &args[2..] {
+            match h.and_then(|h| h.get(f)) {
+                Some(v) => out.bulk(v),
+                None => out.null(),
+            }
+        }
+    })
+}
+
+pub fn hgetall(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| match h {
+        None => out.map(0),
+        Some(h) => {
+            out.map(h.len());
+            for (k, v) in h.iter() {
+                out.bulk(k);
+                out.bulk(v);
+            }
+        }
+    })
+}
+
+pub fn hkeys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        out.array(h.map_or(0, |h| h.len()));
+        for (k, _) in h.into_iter().flat_map(|h| h.iter()) {
+            out.bulk(k);
+        }
+    })
+}
+
+pub fn hvals(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        out.array(h.map_or(0, |h| h.len()));
+        for (_, v) in h.into_iter().flat_map(|h| h.iter()) {
+            out.bulk(v);
+        }
+    })
+}
+
+pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let exists = ctx.app.store.exists(ctx.session.db, &args[1], ctx.now);
+    let n = if exists {
+        write(ctx, &args[1], |h| {
+            Ok(args[2..].iter().filter(|f| h.remove(f)).count())
+        })?
+    } else {
+        0
+    };
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+pub fn hexists(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        out.int(h.and_then(|h| h.get(&args[2])).is_some() as i64)
+    })
+}
+
+pub fn hlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        out.int(h.map_or(0, |h| h.len()) as i64)
+    })
+}
+
+pub fn hstrlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    read(ctx, &args[1], |h, out| {
+        out.int(h.and_then(|h| h.get(&args[2])).map_or(0, |v| v.len()) as i64)
+    })
+}
+
+pub fn hincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let by = int(&args[3])?;
+    let v = write(ctx, &args[1], |h| {
+        let cur = match h.get(&args[2]) {
+            None => 0,
+            Some(s) => parse_i64(s).ok_or(HASH_NOT_INT)?,
+        };
+        let v = cur.checked_add(by).ok_or(OVERFLOW)?;
+        h.insert(&args[2], itoa::Buffer::new().format(v).as_bytes());
+        Ok(v)
+    })?;
+    ctx.out.int(v);
+    Ok(())
+}
+
+pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let by = float(&args[3])?;
+    let s = write(ctx, &args[1], |h| {
+        let cur = match h.get(&args[2]) {
+            None => 0.0,
+            Some(s) => parse_f64(s).ok_or(HASH_NOT_FLOAT)?,
+        };
+        let v = cur + by;
+        if !v.is_finite() {
+            return Err(NAN_OR_INF);
+        }
+        let s = format_human(v);
+        h.insert(&args[2], s.as_bytes());
+        Ok(s)
+    })?;
+    ctx.out.bulk(s.as_bytes());
+    Ok(())
+}
+
+pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let count = match args.get(2) {
+        Some(c) => Some(int(c)?),
+        None => None,
+    };
+    let withvalues = match args.get(3) {
+        Some(a) if is(a, "withvalues") && args.len() == 4 => true,
+        Some(_) => return Err(super::error::SYNTAX),
+        None => false,
+    };
+    if let Some(c) = count {
+        if c.unsigned_abs() > (i64::MAX / 2) as u64 {
+            return Err(CmdError::new("ERR value is out of range"));
+        }
+    }
+    read(ctx, &args[1], |h, out| {
+        let mut rng = rand::rng();
+        let Some(h) = h else {
+            match count {
+                None => out.null(),
+                Some(_) => out.array(0),
+            }
+            return;
+        };
+        let Some(c) = count else {
+            let (k, _) = h
+                .get_index(rng.random_range(0..h.len()))
+                .unwrap_or((b"", b""));
+            out.bulk(k);
+            return;
+        };
+        let picks: Vec<usize> = if c >= 0 {
+            let idx: Vec<usize> = (0..h.len()).collect();
+            idx.choose_multiple(&mut rng, (c as usize).min(h.len()))
+                .copied()
+                .collect()
+        } else {
+            (0..c.unsigned_abs())
+                .map(|_| rng.random_range(0..h.len()))
+                .collect()
+        };
+        if withvalues && out.resp3 {
+            out.array(picks.len());
+        } else {
+            out.array(picks.len() * if withvalues { 2 } else { 1 });
+        }
+        for i in picks {
+            if let Some((k, v)) = h.get_index(i) {
+                if withvalues && out.resp3 {
+                    out.array(2);
+                }
+                out.bulk(k);
+                if withvalues {
+                    out.bulk(v);
+                }
+            }
+        }
+    })
+}
+
+/// Hashes up to this size are returned whole by one HSCAN call, as Redis does for small
+/// (listpack) hashes.
+const SCAN_WHOLE: usize = 128;
+
+pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let cursor = parse_cursor(&args[2])?;
+    let o = scan_opts(&args[3..], false)?;
+    read(ctx, &args[1], |h, out| {
+        let mut items: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut next = 0u64;
+        if let Some(h) = h {
+            let (start, end) = if h.len() <= SCAN_WHOLE {
+                (0, h.len())
+            } else {
+                let s = (cursor as usize).min(h.len());
+                (s, (s + o.count).min(h.len()))
+            };
+            for i in start..end {
+                if let Some((k, v)) = h.get_index(i) {
+                    if o.pattern.as_ref().is_none_or(|p| glob_match(p, k, false)) {
+                        items.push((k, v));
+                    }
+                }
+            }
+            if end < h.len() {
+                next = end as u64;
+            }
+        }
+        out.array(2);
+        out.bulk(next.to_string().as_bytes());
+        out.array(items.len() * 2);
+        for (k, v) in items {
+            out.bulk(k);
+            out.bulk(v);
+        }
+    })
+}

@@ -1,0 +1,181 @@
+//! Commands: the table, the dispatcher and one file per command family.
+//!
+//! Data flows one way: the connection hands an argument vector to [`execute`], which looks the
+//! command up in the table, checks arity, runs the guard chain (`guard::admit`), queues it if a
+//! MULTI is open, takes the store gate (shared, or exclusive for multi-key and whole-store
+//! commands), runs the handler, and records statistics. Handlers only parse their arguments,
+//! apply them to the store and write the reply; they never repeat these checks.
+
+pub mod args;
+pub mod connection;
+pub mod error;
+pub mod hashes;
+pub mod keys;
+pub mod scripting;
+pub mod server;
+pub mod strings;
+pub mod table;
+pub mod transactions;
+
+use crate::app::App;
+use crate::server::reply::Reply;
+use crate::server::session::Session;
+use bytes::Bytes;
+pub use error::{CmdError, CmdResult};
+use std::time::Instant;
+use table::{Command, EXCLUSIVE, NOQUEUE, REGISTRY};
+
+/// Everything a handler may touch while it runs.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub session: &'a mut Session,
+    pub out: &'a mut Reply,
+    /// Unix time in milliseconds, read once per command (scripts and EXEC keep one time).
+    pub now: u64,
+    /// Inside EVAL: the gate is already held and some commands are refused.
+    pub in_script: bool,
+    /// Inside EXEC: the gate is already held.
+    pub in_exec: bool,
+}
+
+impl Ctx<'_> {
+    pub fn db(&self) -> usize {
+        self.session.db
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The text Redis gives for an unknown command: the name and up to the first arguments.
+fn unknown_command(args: &[Bytes]) -> CmdError {
+    let mut s = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&args[0])
+            .chars()
+            .take(128)
+            .collect::<String>()
+    );
+    for a in args.iter().skip(1) {
+        let a = String::from_utf8_lossy(a);
+        if s.len() + a.len() > 256 {
+            break;
+        }
+        s.push_str(&format!("'{a}' "));
+    }
+    CmdError::msg(s)
+}
+
+/// Resolves `args` to a command (or subcommand) index and checks its arity.
+pub fn resolve(args: &[Bytes]) -> Result<usize, CmdError> {
+    let reg = &*REGISTRY;
+    let Some(mut idx) = reg.lookup(&args[0]) else {
+        return Err(unknown_command(args));
+    };
+    let top = reg.all[idx];
+    if !top.subcommands.is_empty() && args.len() >= 2 {
+        match reg.lookup_sub(idx, &args[1]) {
+            Some(s) => idx = s,
+            None => {
+                return Err(CmdError::msg(format!(
+                    "ERR unknown subcommand '{}'. Try {} HELP.",
+                    String::from_utf8_lossy(&args[1])
+                        .chars()
+                        .take(128)
+                        .collect::<String>(),
+                    top.name.to_ascii_uppercase()
+                )))
+            }
+        }
+    }
+    let c = reg.all[idx];
+    // Subcommand arity counts the container's name too, as in Redis (CLIENT SETNAME is 3).
+    if !c.arity_ok(args.len()) {
+        return Err(error::arity(&reg.full_names[idx]));
+    }
+    Ok(idx)
+}
+
+/// Whether running this command needs the exclusive side of the store gate.
+fn needs_exclusive(c: &Command, argc: usize) -> bool {
+    c.flag(EXCLUSIVE) || c.key_positions(argc).nth(1).is_some()
+}
+
+/// Runs one client request: the full admission path, then the handler.
+pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Bytes>) {
+    if args.is_empty() {
+        return;
+    }
+    let idx = match resolve(&args) {
+        Ok(i) => i,
+        Err(e) => {
+            if let Some(m) = session.multi.as_mut() {
+                m.aborted = true;
+            }
+            out.error(e.as_str());
+            return;
+        }
+    };
+    let c = REGISTRY.all[idx];
+    if let Err(e) = crate::guard::admit(app, session, c, &args) {
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        app.metrics.commands[idx].rejected.inc();
+        out.error(e.as_str());
+        return;
+    }
+    if let Some(m) = session.multi.as_mut() {
+        if !c.flag(NOQUEUE) {
+            m.queued.push(args);
+            out.simple("QUEUED");
+            return;
+        }
+    }
+    *session.info.last_cmd.lock() = REGISTRY.full_names[idx].as_str();
+    let exclusive = needs_exclusive(c, args.len());
+    let store = &app.store;
+    let _gate = if exclusive {
+        either::Left(store.exclusive())
+    } else {
+        either::Right(store.shared())
+    };
+    let mut ctx = Ctx {
+        app,
+        session,
+        out,
+        now: unix_ms(),
+        in_script: false,
+        in_exec: false,
+    };
+    call(&mut ctx, idx, &args);
+}
+
+/// Runs a resolved, admitted command with the gate already held; records its statistics.
+pub fn call(ctx: &mut Ctx<'_>, idx: usize, args: &[Bytes]) {
+    let c = REGISTRY.all[idx];
+    let start = Instant::now();
+    let r = (c.handler)(ctx, args);
+    let elapsed = start.elapsed();
+    let stats = &ctx.app.metrics.commands[idx];
+    stats.record(elapsed);
+    if let Err(e) = r {
+        stats.failed.inc();
+        ctx.app.metrics.error_replies.inc();
+        ctx.out.error(e.as_str());
+    }
+    ctx.app.slowlog.maybe_record(ctx.session, args, elapsed);
+}
+
+mod either {
+    //! A guard that is one of two lock guards; dropping it releases whichever it holds.
+    pub enum Either<A, B> {
+        Left(A),
+        Right(B),
+    }
+    pub use Either::{Left, Right};
+}

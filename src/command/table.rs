@@ -1,0 +1,330 @@
+//! The one command table. Each command is declared once — name, arity, flags, key positions, ACL
+//! categories, group, handler — and everything else reads it: dispatch (lookup and arity),
+//! the guard chain (auth, no-script, out-of-memory, exclusive gate), key extraction, and
+//! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
+
+use super::{connection as conn, hashes, keys, scripting, server, strings, transactions as tx};
+use super::{CmdResult, Ctx};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+pub type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult;
+
+// Flags, as Valkey names them.
+pub const WRITE: u32 = 1;
+pub const READONLY: u32 = 1 << 1;
+pub const DENYOOM: u32 = 1 << 2;
+pub const ADMIN: u32 = 1 << 3;
+pub const NOSCRIPT: u32 = 1 << 4;
+pub const FAST: u32 = 1 << 5;
+pub const NO_AUTH: u32 = 1 << 6;
+pub const LOADING: u32 = 1 << 7;
+pub const STALE: u32 = 1 << 8;
+pub const NO_MULTI: u32 = 1 << 9;
+/// Not queued by MULTI: runs at once (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET).
+pub const NOQUEUE: u32 = 1 << 10;
+/// Needs the whole store to itself (the exclusive gate), whatever its keys.
+pub const EXCLUSIVE: u32 = 1 << 11;
+pub const RANDOM: u32 = 1 << 12;
+
+const FLAG_NAMES: &[(u32, &str)] = &[
+    (WRITE, "write"),
+    (READONLY, "readonly"),
+    (DENYOOM, "denyoom"),
+    (ADMIN, "admin"),
+    (NOSCRIPT, "noscript"),
+    (FAST, "fast"),
+    (NO_AUTH, "no_auth"),
+    (LOADING, "loading"),
+    (STALE, "stale"),
+    (NO_MULTI, "no_multi"),
+    (RANDOM, "random"),
+];
+
+pub struct Command {
+    /// Lower-case name; subcommands carry only their own word.
+    pub name: &'static str,
+    /// Redis's convention: N exactly N arguments (name included), -N at least N.
+    pub arity: i32,
+    pub flags: u32,
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    /// ACL categories without the `@`.
+    pub acl: &'static [&'static str],
+    pub group: &'static str,
+    pub summary: &'static str,
+    pub handler: Handler,
+    pub subcommands: &'static [Command],
+}
+
+impl Command {
+    pub fn flag(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let a = self.arity;
+        (a >= 0 && argc == a as usize) || (a < 0 && argc >= (-a) as usize)
+    }
+
+    /// Positions of the key arguments in `args` (name at 0), from first/last/step.
+    pub fn key_positions(&self, argc: usize) -> impl Iterator<Item = usize> {
+        let first = self.first_key.max(0) as usize;
+        let last = if self.last_key < 0 {
+            (argc as i64 + self.last_key as i64).max(0) as usize
+        } else {
+            self.last_key as usize
+        };
+        let step = self.step.max(1) as usize;
+        let range = if first == 0 || first >= argc {
+            0..0
+        } else {
+            first..last.min(argc - 1) + 1
+        };
+        range.step_by(step)
+    }
+
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        FLAG_NAMES
+            .iter()
+            .filter(|(f, _)| self.flags & f != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub const fn cmd(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: (i32, i32, i32),
+    acl: &'static [&'static str],
+    group: &'static str,
+    summary: &'static str,
+    handler: Handler,
+) -> Command {
+    Command {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+        acl,
+        group,
+        summary,
+        handler,
+        subcommands: &[],
+    }
+}
+
+const fn container(
+    name: &'static str,
+    arity: i32,
+    acl: &'static [&'static str],
+    group: &'static str,
+    summary: &'static str,
+    subcommands: &'static [Command],
+) -> Command {
+    Command {
+        name,
+        arity,
+        flags: 0,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        acl,
+        group,
+        summary,
+        handler: conn::container_without_subcommand,
+        subcommands,
+    }
+}
+
+const NOKEY: (i32, i32, i32) = (0, 0, 0);
+const KEY1: (i32, i32, i32) = (1, 1, 1);
+const ALLKEYS: (i32, i32, i32) = (1, -1, 1);
+
+const S_STR: &[&str] = &["string"];
+const S_KEY: &[&str] = &["keyspace"];
+const S_HASH: &[&str] = &["hash"];
+const S_CONN: &[&str] = &["connection"];
+const S_TX: &[&str] = &["transaction"];
+const S_SCRIPT: &[&str] = &["scripting"];
+const S_SRV: &[&str] = &["admin", "dangerous"];
+const S_SLOW: &[&str] = &["slow"];
+
+const W: u32 = WRITE | DENYOOM;
+const WF: u32 = WRITE | DENYOOM | FAST;
+const RF: u32 = READONLY | FAST;
+
+pub static COMMANDS: &[Command] = &[
+    // Connection
+    cmd("ping", -1, FAST | STALE, NOKEY, S_CONN, "connection", "Returns the server's liveliness response.", conn::ping),
+    cmd("echo", 2, FAST, NOKEY, S_CONN, "connection", "Returns the given string.", conn::echo),
+    cmd("hello", -1, NO_AUTH | FAST | NOSCRIPT | STALE, NOKEY, S_CONN, "connection", "Handshakes with the server.", conn::hello),
+    cmd("auth", -2, NO_AUTH | FAST | NOSCRIPT | STALE, NOKEY, S_CONN, "connection", "Authenticates the connection.", conn::auth),
+    cmd("select", 2, FAST | LOADING | STALE, NOKEY, S_CONN, "connection", "Changes the selected database.", conn::select),
+    cmd("quit", -1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE, NOKEY, S_CONN, "connection", "Closes the connection.", conn::quit),
+    cmd("reset", 1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE, NOKEY, S_CONN, "connection", "Resets the connection.", conn::reset),
+    container("client", -2, S_CONN, "connection", "A container for client connection commands.", conn::CLIENT),
+    container("command", -1, S_CONN, "server", "Returns detailed information about all commands.", conn::COMMAND),
+    // Strings
+    cmd("get", 2, RF, KEY1, S_STR, "string", "Returns the string value of a key.", strings::get),
+    cmd("set", -3, W, KEY1, S_STR, "string", "Sets the string value of a key.", strings::set),
+    cmd("setnx", 3, WF, KEY1, S_STR, "string", "Sets the value of a key only when it does not exist.", strings::setnx),
+    cmd("setex", 4, W, KEY1, S_STR, "string", "Sets the value and expiration time of a key.", strings::setex),
+    cmd("psetex", 4, W, KEY1, S_STR, "string", "Sets the value and expiration in milliseconds of a key.", strings::psetex),
+    cmd("getset", 3, WF, KEY1, S_STR, "string", "Returns the previous value of a key after setting it.", strings::getset),
+    cmd("getdel", 2, WRITE | FAST, KEY1, S_STR, "string", "Returns the value of a key after deleting it.", strings::getdel),
+    cmd("getex", -2, WRITE | FAST, KEY1, S_STR, "string", "Returns the value of a key after setting its expiration.", strings::getex),
+    cmd("mget", -2, RF, ALLKEYS, S_STR, "string", "Returns the values of one or more keys.", strings::mget),
+    cmd("mset", -3, W, (1, -1, 2), S_STR, "string", "Sets the values of multiple keys.", strings::mset),
+    cmd("msetnx", -3, W, (1, -1, 2), S_STR, "string", "Sets multiple keys only when none exists.", strings::msetnx),
+    cmd("append", 3, WF, KEY1, S_STR, "string", "Appends a string to the value of a key.", strings::append),
+    cmd("strlen", 2, RF, KEY1, S_STR, "string", "Returns the length of a string value.", strings::strlen),
+    cmd("incr", 2, WF, KEY1, S_STR, "string", "Increments the integer value of a key by one.", strings::incr),
+    cmd("decr", 2, WF, KEY1, S_STR, "string", "Decrements the integer value of a key by one.", strings::decr),
+    cmd("incrby", 3, WF, KEY1, S_STR, "string", "Increments the integer value of a key by a number.", strings::incrby),
+    cmd("decrby", 3, WF, KEY1, S_STR, "string", "Decrements a number from the integer value of a key.", strings::decrby),
+    cmd("incrbyfloat", 3, WF, KEY1, S_STR, "string", "Increment the floating point value of a key by a number.", strings::incrbyfloat),
+    cmd("getrange", 4, READONLY, KEY1, S_STR, "string", "Returns a substring of the string stored at a key.", strings::getrange),
+    cmd("substr", 4, READONLY, KEY1, S_STR, "string", "Returns a substring from a string value.", strings::getrange),
+    cmd("setrange", 4, W, KEY1, S_STR, "string", "Overwrites a part of a string value from an offset.", strings::setrange),
+    // Hashes
+    cmd("hset", -4, WF, KEY1, S_HASH, "hash", "Creates or modifies the value of a field in a hash.", hashes::hset),
+    cmd("hmset", -4, WF, KEY1, S_HASH, "hash", "Sets the values of multiple fields.", hashes::hmset),
+    cmd("hsetnx", 4, WF, KEY1, S_HASH, "hash", "Sets the value of a field only when it doesn't exist.", hashes::hsetnx),
+    cmd("hget", 3, RF, KEY1, S_HASH, "hash", "Returns the value of a field in a hash.", hashes::hget),
+    cmd("hmget", -3, RF, KEY1, S_HASH, "hash", "Returns the values of all fields in a hash.", hashes::hmget),
+    cmd("hgetall", 2, READONLY, KEY1, S_HASH, "hash", "Returns all fields and values in a hash.", hashes::hgetall),
+    cmd("hdel", -3, WRITE | FAST, KEY1, S_HASH, "hash", "Deletes one or more fields and their values from a hash.", hashes::hdel),
+    cmd("hexists", 3, RF, KEY1, S_HASH, "hash", "Determines whether a field exists in a hash.", hashes::hexists),
+    cmd("hincrby", 4, WF, KEY1, S_HASH, "hash", "Increments the integer value of a field in a hash.", hashes::hincrby),
+    cmd("hincrbyfloat", 4, WF, KEY1, S_HASH, "hash", "Increments the floating point value of a field.", hashes::hincrbyfloat),
+    cmd("hlen", 2, RF, KEY1, S_HASH, "hash", "Returns the number of fields in a hash.", hashes::hlen),
+    cmd("hstrlen", 3, RF, KEY1, S_HASH, "hash", "Returns the length of the value of a field.", hashes::hstrlen),
+    cmd("hkeys", 2, READONLY, KEY1, S_HASH, "hash", "Returns all fields in a hash.", hashes::hkeys),
+    cmd("hvals", 2, READONLY, KEY1, S_HASH, "hash", "Returns all values in a hash.", hashes::hvals),
+    cmd("hrandfield", -2, READONLY | RANDOM, KEY1, S_HASH, "hash", "Returns random fields from a hash.", hashes::hrandfield),
+    cmd("hscan", -3, READONLY | RANDOM, KEY1, S_HASH, "hash", "Iterates over fields and values of a hash.", hashes::hscan),
+    // Keys
+    cmd("del", -2, WRITE, ALLKEYS, S_KEY, "generic", "Deletes one or more keys.", keys::del),
+    cmd("unlink", -2, WRITE | FAST, ALLKEYS, S_KEY, "generic", "Asynchronously deletes one or more keys.", keys::del),
+    cmd("exists", -2, RF, ALLKEYS, S_KEY, "generic", "Determines whether one or more keys exist.", keys::exists),
+    cmd("type", 2, RF, KEY1, S_KEY, "generic", "Determines the type of value stored at a key.", keys::type_),
+    cmd("expire", -3, WRITE | FAST, KEY1, S_KEY, "generic", "Sets the expiration time of a key in seconds.", keys::expire),
+    cmd("pexpire", -3, WRITE | FAST, KEY1, S_KEY, "generic", "Sets the expiration time of a key in milliseconds.", keys::pexpire),
+    cmd("expireat", -3, WRITE | FAST, KEY1, S_KEY, "generic", "Sets the expiration time of a key to a Unix timestamp.", keys::expireat),
+    cmd("pexpireat", -3, WRITE | FAST, KEY1, S_KEY, "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp.", keys::pexpireat),
+    cmd("ttl", 2, RF, KEY1, S_KEY, "generic", "Returns the expiration time in seconds of a key.", keys::ttl),
+    cmd("pttl", 2, RF, KEY1, S_KEY, "generic", "Returns the expiration time in milliseconds of a key.", keys::pttl),
+    cmd("expiretime", 2, RF, KEY1, S_KEY, "generic", "Returns the expiration time of a key as a Unix timestamp.", keys::expiretime),
+    cmd("pexpiretime", 2, RF, KEY1, S_KEY, "generic", "Returns the expiration time of a key as a Unix milliseconds timestamp.", keys::pexpiretime),
+    cmd("persist", 2, WRITE | FAST, KEY1, S_KEY, "generic", "Removes the expiration time of a key.", keys::persist),
+    cmd("touch", -2, RF, ALLKEYS, S_KEY, "generic", "Returns the number of existing keys out of those specified after updating the time they were last accessed.", keys::touch),
+    cmd("keys", 2, READONLY, NOKEY, &["keyspace", "dangerous"], "generic", "Returns all key names that match a pattern.", keys::keys),
+    cmd("scan", -2, READONLY | RANDOM, NOKEY, S_KEY, "generic", "Iterates over the key names in the database.", keys::scan),
+    cmd("rename", 3, WRITE, (1, 2, 1), S_KEY, "generic", "Renames a key and overwrites the destination.", keys::rename),
+    cmd("renamenx", 3, WRITE | FAST, (1, 2, 1), S_KEY, "generic", "Renames a key only when the target key name doesn't exist.", keys::renamenx),
+    cmd("randomkey", 1, READONLY | RANDOM, NOKEY, S_KEY, "generic", "Returns a random key name from the database.", keys::randomkey),
+    cmd("dbsize", 1, RF, NOKEY, S_KEY, "server", "Returns the number of keys in the database.", keys::dbsize),
+    cmd("flushdb", -1, WRITE | EXCLUSIVE, NOKEY, &["keyspace", "dangerous"], "server", "Remove all keys from the current database.", keys::flushdb),
+    cmd("flushall", -1, WRITE | EXCLUSIVE, NOKEY, &["keyspace", "dangerous"], "server", "Removes all keys from all databases.", keys::flushall),
+    cmd("swapdb", 3, WRITE | FAST | EXCLUSIVE, NOKEY, &["keyspace", "dangerous"], "server", "Swaps two Redis databases.", keys::swapdb),
+    cmd("move", 3, WRITE | FAST | EXCLUSIVE, KEY1, S_KEY, "generic", "Moves a key to another database.", keys::move_),
+    cmd("copy", -3, W | EXCLUSIVE, (1, 2, 1), S_KEY, "generic", "Copies the value of a key to a new key.", keys::copy),
+    container("object", -2, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
+    // Transactions
+    cmd("multi", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, NOKEY, S_TX, "transactions", "Starts a transaction.", tx::multi),
+    cmd("exec", 1, NOSCRIPT | LOADING | STALE | NOQUEUE | EXCLUSIVE, NOKEY, S_TX, "transactions", "Executes all commands in a transaction.", tx::exec),
+    cmd("discard", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, NOKEY, S_TX, "transactions", "Discards a transaction.", tx::discard),
+    cmd("watch", -2, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, ALLKEYS, S_TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch),
+    cmd("unwatch", 1, NOSCRIPT | FAST | LOADING | STALE, NOKEY, S_TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
+    // Scripting
+    cmd("eval", -3, NOSCRIPT | STALE | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a server-side Lua script.", scripting::eval),
+    cmd("evalsha", -3, NOSCRIPT | STALE | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a server-side Lua script by SHA1 digest.", scripting::evalsha),
+    cmd("eval_ro", -3, NOSCRIPT | STALE | READONLY | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a read-only server-side Lua script.", scripting::eval_ro),
+    cmd("evalsha_ro", -3, NOSCRIPT | STALE | READONLY | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a read-only server-side Lua script by SHA1 digest.", scripting::evalsha_ro),
+    container("script", -2, S_SCRIPT, "scripting", "A container for Lua scripts management commands.", scripting::SCRIPT),
+    // Server
+    cmd("info", -1, LOADING | STALE, NOKEY, &["slow", "dangerous"], "server", "Returns information and statistics about the server.", server::info),
+    container("config", -2, S_SRV, "server", "A container for server configuration commands.", server::CONFIG),
+    cmd("time", 1, LOADING | STALE | FAST | RANDOM, NOKEY, &["fast"], "server", "Returns the server time.", server::time),
+    container("slowlog", -2, S_SRV, "server", "A container for slow log commands.", server::SLOWLOG),
+    container("memory", -2, S_SLOW, "server", "A container for memory diagnostics commands.", server::MEMORY),
+    cmd("lastsave", 1, LOADING | STALE | FAST | RANDOM, NOKEY, &["fast", "dangerous"], "server", "Returns the Unix timestamp of the last successful save to disk.", server::lastsave),
+    cmd("save", 1, ADMIN | NOSCRIPT, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk.", server::save),
+    cmd("bgsave", -1, ADMIN | NOSCRIPT, NOKEY, S_SRV, "server", "Asynchronously saves the database(s) to disk.", server::save),
+    cmd("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE | NOQUEUE, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk and shuts down the Redis server.", server::shutdown),
+];
+
+/// The table flattened for lookup: every command and subcommand has an index (for statistics).
+pub struct Registry {
+    pub all: Vec<&'static Command>,
+    /// Full names as Redis prints them: `get`, `client|list`.
+    pub full_names: Vec<String>,
+    by_name: HashMap<&'static str, usize>,
+    subs: HashMap<(usize, &'static str), usize>,
+    pub parent: Vec<Option<usize>>,
+}
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let mut r = Registry {
+        all: Vec::new(),
+        full_names: Vec::new(),
+        by_name: HashMap::new(),
+        subs: HashMap::new(),
+        parent: Vec::new(),
+    };
+    for c in COMMANDS {
+        let i = r.all.len();
+        r.all.push(c);
+        r.full_names.push(c.name.to_string());
+        r.parent.push(None);
+        r.by_name.insert(c.name, i);
+        for s in c.subcommands {
+            let j = r.all.len();
+            r.all.push(s);
+            r.full_names.push(format!("{}|{}", c.name, s.name));
+            r.parent.push(Some(i));
+            r.subs.insert((i, s.name), j);
+        }
+    }
+    r
+});
+
+/// Lower-cases a command word into a small buffer without allocating.
+fn lower<'b>(word: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
+    if word.len() > buf.len() {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(word) {
+        *d = s.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..word.len()]).ok()
+}
+
+impl Registry {
+    pub fn lookup(&self, name: &[u8]) -> Option<usize> {
+        let mut buf = [0u8; 32];
+        self.by_name.get(lower(name, &mut buf)?).copied()
+    }
+
+    pub fn lookup_sub(&self, parent: usize, name: &[u8]) -> Option<usize> {
+        let mut buf = [0u8; 32];
+        self.subs.get(&(parent, lower(name, &mut buf)?)).copied()
+    }
+
+    /// Top-level commands (COMMAND COUNT / LIST / INFO without names).
+    pub fn top_level(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.all.len()).filter(|&i| self.parent[i].is_none())
+    }
+
+    pub fn subcommands_of(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.all.len()).filter(move |&j| self.parent[j] == Some(i))
+    }
+}

@@ -1,0 +1,419 @@
+//! Configuration: the TOML file, `STRATA_<SECTION>_<KEY>` environment overrides and the command
+//! line, merged in that order into one validated [`Config`].
+//!
+//! Every key that exists is documented in `config/strata.toml`. Unknown keys and bad values are
+//! rejected at start with the offending key named, so a typo never silently falls back to a
+//! default. This module only parses and validates; it never opens sockets or files other than
+//! the config file itself.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+
+/// Errors found while loading or validating a configuration; the message names the key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration. Each section is switched on by its presence in the file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub http: HttpConfig,
+    pub l1: L1Config,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// TCP port; 0 picks an ephemeral port (printed in the log).
+    pub port: u16,
+    /// Maximum simultaneous clients; the next one gets `-ERR max number of clients reached`.
+    pub maxclients: usize,
+    /// Close a client idle for this many seconds (0 = never).
+    pub timeout: u64,
+    /// Password of the `default` user; empty = no authentication.
+    pub requirepass: String,
+    /// Without a password, accept only loopback clients.
+    pub protected_mode: bool,
+    /// TCP keepalive interval in seconds (0 = off).
+    pub tcp_keepalive: u64,
+    /// Number of logical databases (SELECT 0..N-1).
+    pub databases: usize,
+    /// Largest bulk string a client may send.
+    pub proto_max_bulk_len: ByteSize,
+    /// Largest unparsed input kept for one client before it is disconnected.
+    pub client_query_buffer_limit: ByteSize,
+    /// Largest pending output for one client; a client over it is disconnected.
+    pub client_output_buffer_limit: ByteSize,
+    /// A client whose pending output cannot be written for this many seconds is disconnected.
+    pub client_output_stall_s: u64,
+    /// Commands slower than this many microseconds enter the slow log (negative = off).
+    pub slowlog_log_slower_than: i64,
+    /// Entries kept in the slow log.
+    pub slowlog_max_len: usize,
+    /// Background task frequency (active expiry cycles per second).
+    pub hz: u32,
+    /// Worker threads (0 = one per available core).
+    pub threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1".into(),
+            port: 6379,
+            maxclients: 10_000,
+            timeout: 0,
+            requirepass: String::new(),
+            protected_mode: true,
+            tcp_keepalive: 300,
+            databases: 16,
+            proto_max_bulk_len: ByteSize(512 * 1024 * 1024),
+            client_query_buffer_limit: ByteSize(1024 * 1024 * 1024),
+            client_output_buffer_limit: ByteSize(256 * 1024 * 1024),
+            client_output_stall_s: 60,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            hz: 10,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP listener for /metrics and /healthz; empty = off.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9121".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L1Config {
+    /// Memory bound of the store (0 = unbounded).
+    pub maxmemory: ByteSize,
+    /// What to do at the bound.
+    pub maxmemory_policy: EvictionPolicy,
+    /// Keys sampled per eviction (Redis's maxmemory-samples).
+    pub maxmemory_samples: usize,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        L1Config {
+            maxmemory: ByteSize(0),
+            maxmemory_policy: EvictionPolicy::AllkeysLru,
+            maxmemory_samples: 5,
+        }
+    }
+}
+
+/// Redis's `maxmemory-policy` values that Strata implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvictionPolicy {
+    AllkeysLru,
+    VolatileLru,
+    AllkeysRandom,
+    Noeviction,
+}
+
+impl EvictionPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictionPolicy::AllkeysLru => "allkeys-lru",
+            EvictionPolicy::VolatileLru => "volatile-lru",
+            EvictionPolicy::AllkeysRandom => "allkeys-random",
+            EvictionPolicy::Noeviction => "noeviction",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "allkeys-lru" => Some(EvictionPolicy::AllkeysLru),
+            "volatile-lru" => Some(EvictionPolicy::VolatileLru),
+            "allkeys-random" => Some(EvictionPolicy::AllkeysRandom),
+            "noeviction" => Some(EvictionPolicy::Noeviction),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter: error, warn, info, debug, trace (or a full directive).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A byte count written as an integer or as Redis writes memory sizes ("100mb", "1gb", "512k").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses Redis's memory units: b, k, kb, m, mb, g, gb (k = 1000, kb = 1024), case-insensitive.
+    pub fn parse(s: &str) -> Option<ByteSize> {
+        let s = s.trim().to_ascii_lowercase();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mul: u64 = match unit {
+            "" | "b" => 1,
+            "k" => 1000,
+            "kb" => 1024,
+            "m" => 1000 * 1000,
+            "mb" => 1024 * 1024,
+            "g" => 1000 * 1000 * 1000,
+            "gb" => 1024 * 1024 * 1024,
+            _ => return None,
+        };
+        n.checked_mul(mul).map(ByteSize)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => ByteSize::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {s:?} (use bytes or a unit: 100mb, 1gb, 512kb)"
+                ))
+            }),
+        }
+    }
+}
+
+/// Overrides given on the command line; they win over the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+}
+
+impl Config {
+    /// Loads the file (if any), applies `STRATA_*` variables from `env`, then the CLI overrides,
+    /// and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        cli: &CliOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut root = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut root, env)?;
+        let mut cfg = Config::from_table(root)?;
+        if let Some(p) = cli.port {
+            cfg.server.port = p;
+        }
+        if let Some(b) = &cli.bind {
+            cfg.server.bind = b.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
+        let de = toml::Value::Table(root);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                ConfigError(format!("config: {inner}"))
+            } else {
+                ConfigError(format!("config key `{path}`: {inner}"))
+            }
+        })
+    }
+
+    /// Checks relations between keys that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
+        if self.server.databases == 0 || self.server.databases > 1024 {
+            return bad("server.databases", "must be between 1 and 1024");
+        }
+        if self.server.maxclients == 0 {
+            return bad("server.maxclients", "must be at least 1");
+        }
+        if self.server.proto_max_bulk_len.0 < 1024 {
+            return bad("server.proto_max_bulk_len", "must be at least 1024");
+        }
+        if self.server.client_query_buffer_limit.0 < 1024 * 1024 {
+            return bad("server.client_query_buffer_limit", "must be at least 1mb");
+        }
+        if self.server.hz == 0 || self.server.hz > 500 {
+            return bad("server.hz", "must be between 1 and 500");
+        }
+        if self.l1.maxmemory_samples == 0 || self.l1.maxmemory_samples > 64 {
+            return bad("l1.maxmemory_samples", "must be between 1 and 64");
+        }
+        if self.server.bind.parse::<std::net::IpAddr>().is_err() {
+            return bad("server.bind", "must be an IP address");
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad("http.listen", "must be ip:port or empty");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "not a valid level or filter directive");
+        }
+        Ok(())
+    }
+}
+
+/// Applies `STRATA_<SECTION>_<KEY>=value` variables. The section is the first word after
+/// `STRATA_`; the rest, lower-cased, is the key. An unknown key in a known section is an error
+/// (it names the key); variables whose first word is not a section are left alone. Values are read as TOML literals (numbers,
+/// booleans, arrays) when they parse as one, else as strings.
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    const SECTIONS: &[&str] = &["server", "http", "l1", "log"];
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("STRATA_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        // Variables that do not name a config section (STRATA_BIN, ...) belong to someone else.
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let table = root
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match table.as_table_mut() {
+            Some(t) => {
+                t.insert(key.to_string(), parsed);
+            }
+            None => {
+                return Err(ConfigError(format!(
+                    "config key `{section}` must be a table"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("strata-cfg-{}", rand::random::<u64>()));
+        std::fs::write(&dir, text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let r = Config::load(Some(&dir), env, &CliOverrides::default());
+        std::fs::remove_file(&dir).ok();
+        r
+    }
+
+    #[test]
+    fn defaults_are_standalone_on_6379() {
+        let c = Config::load(None, Vec::new(), &CliOverrides::default()).unwrap();
+        assert_eq!(c.server.port, 6379);
+        assert_eq!(c.server.bind, "127.0.0.1");
+        assert_eq!(c.l1.maxmemory_policy, EvictionPolicy::AllkeysLru);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load_str("[server]\nprot = 1\n", &[]).unwrap_err();
+        assert!(e.0.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = load_str("[server]\nport = \"x\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("server.port"), "{e}");
+        let e = load_str("[l1]\nmaxmemory_policy = \"lfu\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("l1.maxmemory_policy"), "{e}");
+        let e = load_str("[l1]\nmaxmemory = \"12zb\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("l1.maxmemory"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_cli_overrides_env() {
+        let c = load_str(
+            "[server]\nport = 7000\n",
+            &[
+                ("STRATA_SERVER_PORT", "7001"),
+                ("STRATA_L1_MAXMEMORY", "10mb"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 7001);
+        assert_eq!(c.l1.maxmemory, ByteSize(10 * 1024 * 1024));
+        let e = load_str("", &[("STRATA_SERVER_NOPE", "1")]).unwrap_err();
+        assert!(e.0.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse_like_redis() {
+        assert_eq!(ByteSize::parse("100"), Some(ByteSize(100)));
+        assert_eq!(ByteSize::parse("1kb"), Some(ByteSize(1024)));
+        assert_eq!(ByteSize::parse("1k"), Some(ByteSize(1000)));
+        assert_eq!(ByteSize::parse("2GB"), Some(ByteSize(2 << 30)));
+        assert_eq!(ByteSize::parse("x"), None);
+        assert_eq!(ByteSize::parse("99999999999999999999gb"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! The guard chain: the one place that decides whether an admitted, well-formed command may
+//! run (Valkey's processCommand). Today: authentication and the memory bound; ACL rules, rate
+//! limits and circuit breakers join here, before any handler, so handlers never repeat checks.
+
+use crate::app::App;
+use crate::command::error::{CmdError, NOAUTH, OOM};
+use crate::command::table::{Command, DENYOOM, NO_AUTH};
+use crate::server::session::Session;
+use bytes::Bytes;
+
+pub fn admit(app: &App, session: &Session, c: &Command, _args: &[Bytes]) -> Result<(), CmdError> {
+    if !session.authenticated && !c.flag(NO_AUTH) {
+        return Err(NOAUTH);
+    }
+    if c.flag(DENYOOM)
+        && app.store.maxmemory() > 0
+        && app.store.ensure_memory(crate::command::unix_ms()).is_err()
+    {
+        return Err(OOM);
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The `strata` binary: `serve` (the default), `check-config`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use strata::app::App;
+use strata::config::{CliOverrides, Config};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "A Redis-protocol cache server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ServeArgs {
+    /// Configuration file (TOML); without it, built-in defaults (standalone on 127.0.0.1:6379).
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// TCP port (overrides [server] port).
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// Address to bind (overrides [server] bind).
+    #[arg(long, global = true)]
+    bind: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default).
+    Serve,
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        /// The file to check (or use --config).
+        file: Option<PathBuf>,
+    },
+}
+
+fn load(args: &ServeArgs, file: Option<PathBuf>) -> Result<Config, String> {
+    let path = file.or_else(|| args.config.clone());
+    let cli = CliOverrides {
+        port: args.port,
+        bind: args.bind.clone(),
+    };
+    Config::load(path.as_deref(), std::env::vars(), &cli).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::CheckConfig { file }) => match load(&cli.serve, file) {
+            Ok(_) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Cmd::Serve) | None => match load(&cli.serve, None) {
+            Ok(cfg) => serve(cfg, cli.serve.config),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
+    strata::observe::log::init(&cfg.log);
+    strata::server::raise_nofile(cfg.server.maxclients);
+    let threads = match cfg.server.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let http = cfg.http.listen.clone();
+        let app = App::new(cfg, file.map(|p| p.display().to_string()));
+        let listener = match strata::server::bind(&app).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot bind the client port");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !http.is_empty() {
+            match strata::observe::http::start(app.clone(), &http).await {
+                Ok(addr) => tracing::info!(%addr, "HTTP endpoints (/metrics, /healthz, /readyz)"),
+                Err(e) => tracing::error!(error = %e, listen = %http, "cannot bind the HTTP listener; continuing without it"),
+            }
+        }
+        let port = app.port.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(port, "Strata ready to accept connections");
+        let signals = app.clone();
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("signal received, shutting down");
+            signals.shutdown();
+        });
+        strata::server::run(app, listener).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,211 @@
+//! Counters behind INFO and the Prometheus `/metrics` endpoint, exposed with the
+//! `prometheus-client` crate.
+//!
+//! Every series is created once at start-up (one per command in the table), so the hot path
+//! is an atomic add on a pre-resolved counter and a histogram observation — no label lookups.
+//! Server-wide gauges are refreshed from the store and the client registry when /metrics is
+//! scraped. INFO reads the same counters, so INFO and /metrics never disagree.
+
+use crate::command::table::REGISTRY;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the command latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1,
+    1.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CmdLabel {
+    pub cmd: String,
+}
+
+/// One command's statistics (pre-resolved series plus the microsecond total INFO prints).
+pub struct CmdStats {
+    pub calls: Counter,
+    pub failed: Counter,
+    pub rejected: Counter,
+    pub usec: AtomicU64,
+    latency: Histogram,
+}
+
+impl CmdStats {
+    pub fn record(&self, took: Duration) {
+        self.calls.inc();
+        self.usec
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe(took.as_secs_f64());
+    }
+}
+
+/// Gauges and counters whose values are read from elsewhere at scrape time.
+#[derive(Default)]
+pub struct ServerSeries {
+    pub connected_clients: Gauge,
+    pub used_memory: Gauge,
+    pub maxmemory: Gauge,
+    pub keys: Gauge,
+    pub uptime: Gauge,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub evicted: Counter,
+    pub expired: Counter,
+    pub connections: Counter,
+    pub rejected_connections: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub commands: Vec<CmdStats>,
+    pub server: ServerSeries,
+    pub error_replies: Counter,
+    pub net_input_bytes: Counter,
+    pub net_output_bytes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("strata");
+        let calls = Family::<CmdLabel, Counter>::default();
+        let failed = Family::<CmdLabel, Counter>::default();
+        let rejected = Family::<CmdLabel, Counter>::default();
+        let latency = Family::<CmdLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS.iter().copied())
+        });
+        registry.register("commands", "Commands executed, by command", calls.clone());
+        registry.register(
+            "command_errors",
+            "Commands that replied with an error, by command",
+            failed.clone(),
+        );
+        registry.register(
+            "command_rejected",
+            "Commands refused before running (auth, OOM, ...), by command",
+            rejected.clone(),
+        );
+        registry.register(
+            "command_duration_seconds",
+            "Command execution time, by command",
+            latency.clone(),
+        );
+        let commands = REGISTRY
+            .full_names
+            .iter()
+            .map(|name| {
+                let l = CmdLabel { cmd: name.clone() };
+                CmdStats {
+                    calls: calls.get_or_create(&l).clone(),
+                    failed: failed.get_or_create(&l).clone(),
+                    rejected: rejected.get_or_create(&l).clone(),
+                    usec: AtomicU64::new(0),
+                    latency: latency.get_or_create(&l).clone(),
+                }
+            })
+            .collect();
+        let server = ServerSeries::default();
+        registry.register(
+            "connected_clients",
+            "Client connections open now",
+            server.connected_clients.clone(),
+        );
+        registry.register(
+            "used_memory_bytes",
+            "Bytes used by the L1 store",
+            server.used_memory.clone(),
+        );
+        registry.register(
+            "maxmemory_bytes",
+            "Configured L1 memory bound (0 = none)",
+            server.maxmemory.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Keys in the L1 store, all databases",
+            server.keys.clone(),
+        );
+        registry.register(
+            "uptime_seconds",
+            "Seconds since start",
+            server.uptime.clone(),
+        );
+        registry.register(
+            "keyspace_hits",
+            "Key lookups that found the key (L1)",
+            server.hits.clone(),
+        );
+        registry.register(
+            "keyspace_misses",
+            "Key lookups that did not find the key (L1)",
+            server.misses.clone(),
+        );
+        registry.register(
+            "evicted_keys",
+            "Keys evicted by the maxmemory policy (L1)",
+            server.evicted.clone(),
+        );
+        registry.register(
+            "expired_keys",
+            "Keys removed because their TTL passed (L1)",
+            server.expired.clone(),
+        );
+        registry.register(
+            "connections_received",
+            "Client connections accepted",
+            server.connections.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Client connections refused (maxclients, protected mode)",
+            server.rejected_connections.clone(),
+        );
+        let error_replies = Counter::default();
+        let net_input_bytes = Counter::default();
+        let net_output_bytes = Counter::default();
+        registry.register("error_replies", "Error replies sent", error_replies.clone());
+        registry.register(
+            "net_input_bytes",
+            "Bytes read from clients",
+            net_input_bytes.clone(),
+        );
+        registry.register(
+            "net_output_bytes",
+            "Bytes written to clients",
+            net_output_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            commands,
+            server,
+            error_replies,
+            net_input_bytes,
+            net_output_bytes,
+        }
+    }
+}
+
+/// Sets a counter that mirrors a monotonic value kept elsewhere.
+pub fn mirror(c: &Counter, value: u64) {
+    let cur = c.get();
+    if value > cur {
+        c.inc_by(value - cur);
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition (the caller refreshes `server` first).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

@@ -1,0 +1,167 @@
+//! One client connection: read bytes, frame every complete command in the buffer, execute them
+//! in order, and write all their replies with one write (pipelining).
+//!
+//! Bounds: the unparsed input may not exceed `client_query_buffer_limit`; pending output is
+//! flushed whenever it passes a threshold, a client whose output cannot be written for
+//! `client_output_stall_s` seconds is disconnected, and so is one whose single reply exceeds
+//! `client_output_buffer_limit` — so a client that never reads costs bounded memory. Idle
+//! clients are closed after `timeout` seconds (0 = never). CLIENT KILL and shutdown interrupt
+//! the read.
+
+use super::frame::Framer;
+use super::reply::Reply;
+use super::session::{ClientInfo, Session};
+use crate::app::App;
+use crate::command::{self, transactions};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Pending output is written out once it passes this size, even mid-batch.
+const FLUSH_AT: usize = 64 * 1024;
+/// A buffer that grew past this is replaced after use, so one big reply does not pin memory.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Why a connection ended (logged at debug level).
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Quit,
+    Killed,
+    Shutdown,
+    Idle,
+    Protocol(String),
+    QueryBufferLimit,
+    OutputLimit,
+    OutputStall,
+    Io(#[allow(dead_code)] std::io::Error),
+}
+
+struct Limits {
+    idle: Option<Duration>,
+    query_limit: usize,
+    output_limit: usize,
+    stall: Duration,
+}
+
+fn limits(app: &App) -> Limits {
+    let c = app.config.read();
+    Limits {
+        idle: (c.server.timeout > 0).then(|| Duration::from_secs(c.server.timeout)),
+        query_limit: c.server.client_query_buffer_limit.0 as usize,
+        output_limit: c.server.client_output_buffer_limit.0 as usize,
+        stall: Duration::from_secs(c.server.client_output_stall_s.max(1)),
+    }
+}
+
+async fn flush(
+    app: &App,
+    stream: &mut TcpStream,
+    out: &mut Reply,
+    lim: &Limits,
+) -> Result<(), Close> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    if out.len() > lim.output_limit {
+        return Err(Close::OutputLimit);
+    }
+    match tokio::time::timeout(lim.stall, stream.write_all(&out.buf)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Close::Io(e)),
+        Err(_) => return Err(Close::OutputStall),
+    }
+    app.metrics.net_output_bytes.inc_by(out.len() as u64);
+    out.buf.clear();
+    if out.buf.capacity() > SHRINK_ABOVE {
+        out.buf = Vec::with_capacity(16 * 1024);
+    }
+    Ok(())
+}
+
+pub async fn serve(app: Arc<App>, mut stream: TcpStream, info: Arc<ClientInfo>) {
+    let authenticated = app.config.read().server.requirepass.is_empty();
+    let mut session = Session::new(info.clone(), authenticated);
+    let mut out = Reply::new(false);
+    let reason = run(&app, &mut stream, &mut session, &mut out).await;
+    // A protocol error is reported to the client before closing, as Redis does.
+    if let Close::Protocol(msg) = &reason {
+        out.error(&format!("ERR Protocol error: {msg}"));
+        let lim = limits(&app);
+        let _ = flush(&app, &mut stream, &mut out, &lim).await;
+    }
+    tracing::debug!(client = info.id, ?reason, "connection closed");
+    transactions::unwatch_all(&app, &mut session);
+    app.clients.unregister(info.id);
+}
+
+async fn run(app: &App, stream: &mut TcpStream, session: &mut Session, out: &mut Reply) -> Close {
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let max_bulk = app.config.read().server.proto_max_bulk_len.0 as usize;
+    let mut framer = Framer::new(max_bulk);
+    let mut shutdown = app.shutdown_signal();
+    let info = session.info.clone();
+    loop {
+        let lim = limits(app);
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        let read = stream.read_buf(&mut rbuf);
+        let n = tokio::select! {
+            r = async {
+                match lim.idle {
+                    Some(d) => tokio::time::timeout(d, read).await.map_err(|_| Close::Idle),
+                    None => Ok(read.await),
+                }
+            } => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Close::Io(e),
+                Err(c) => return c,
+            },
+            _ = info.kill.notified() => return Close::Killed,
+            _ = shutdown.changed() => return Close::Shutdown,
+        };
+        if n == 0 {
+            return Close::Eof;
+        }
+        if info.killed.load(Ordering::Acquire) {
+            return Close::Killed;
+        }
+        app.metrics.net_input_bytes.inc_by(n as u64);
+        info.last_ms.store(command::unix_ms(), Ordering::Relaxed);
+        loop {
+            let args = match framer.next(&mut rbuf, session.authenticated) {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(e) => {
+                    if let Err(c) = flush(app, stream, out, &lim).await {
+                        return c;
+                    }
+                    return Close::Protocol(e.0);
+                }
+            };
+            command::execute(app, session, out, args);
+            if session.close {
+                let _ = flush(app, stream, out, &lim).await;
+                return Close::Quit;
+            }
+            if out.len() >= FLUSH_AT {
+                if let Err(c) = flush(app, stream, out, &lim).await {
+                    return c;
+                }
+            }
+        }
+        if rbuf.len() > lim.query_limit {
+            return Close::QueryBufferLimit;
+        }
+        if let Err(c) = flush(app, stream, out, &lim).await {
+            return c;
+        }
+        if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {
+            rbuf = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+}

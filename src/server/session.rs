@@ -1,0 +1,102 @@
+//! Per-connection state: selected database, protocol version, authentication, client name,
+//! MULTI queue and WATCHed keys. One `Session` per connection (and a throwaway one for each
+//! script run, as Redis runs scripts on a fake client).
+//!
+//! The fields other connections may read (CLIENT LIST, CLIENT KILL) live in the shared
+//! [`ClientInfo`]; everything else is private to the connection's task.
+
+use crate::cache::store::WatchFlag;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Commands queued between MULTI and EXEC.
+#[derive(Default)]
+pub struct MultiState {
+    pub queued: Vec<Vec<Bytes>>,
+    /// A queued command was refused (unknown, wrong arity): EXEC answers EXECABORT.
+    pub aborted: bool,
+}
+
+/// What other connections may see or do to this one.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: Option<SocketAddr>,
+    pub laddr: Option<SocketAddr>,
+    pub created_ms: u64,
+    pub last_ms: AtomicU64,
+    pub db: AtomicUsize,
+    pub name: Mutex<Bytes>,
+    pub lib: Mutex<(Bytes, Bytes)>,
+    pub last_cmd: Mutex<&'static str>,
+    pub resp: AtomicUsize,
+    pub multi: AtomicBool,
+    pub killed: AtomicBool,
+    pub kill: Notify,
+}
+
+impl ClientInfo {
+    pub fn new(id: u64, addr: Option<SocketAddr>, laddr: Option<SocketAddr>, now: u64) -> Self {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            created_ms: now,
+            last_ms: AtomicU64::new(now),
+            db: AtomicUsize::new(0),
+            name: Mutex::new(Bytes::new()),
+            lib: Mutex::new((Bytes::new(), Bytes::new())),
+            last_cmd: Mutex::new("NULL"),
+            resp: AtomicUsize::new(2),
+            multi: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        }
+    }
+
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+}
+
+pub struct Session {
+    pub db: usize,
+    pub resp3: bool,
+    pub authenticated: bool,
+    pub user: String,
+    pub multi: Option<MultiState>,
+    pub watched: Vec<(usize, Vec<u8>)>,
+    pub watch_flag: WatchFlag,
+    /// Set by QUIT (and fatal errors): close once the replies are written.
+    pub close: bool,
+    pub info: Arc<ClientInfo>,
+}
+
+impl Session {
+    pub fn new(info: Arc<ClientInfo>, authenticated: bool) -> Session {
+        Session {
+            db: 0,
+            resp3: false,
+            authenticated,
+            user: "default".into(),
+            multi: None,
+            watched: Vec::new(),
+            watch_flag: Arc::new(AtomicBool::new(false)),
+            close: false,
+            info,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    pub fn select(&mut self, db: usize) {
+        self.db = db;
+        self.info.db.store(db, Ordering::Relaxed);
+    }
+}
