@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub hz: u32,
     /// Worker threads (0 = one per available core).
     pub threads: usize,
+    /// A Lua script running longer than this many milliseconds is aborted with an error, so a
+    /// runaway script cannot hold the store forever.
+    pub lua_time_limit_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             slowlog_max_len: 128,
             hz: 10,
             threads: 0,
+            lua_time_limit_ms: 5000,
         }
     }
 }

@@ -459,16 +459,26 @@ impl Store {
         now: u64,
         f: impl FnOnce(Option<&Entry>) -> R,
     ) -> R {
-        self.access(db, key, now, |slot| {
-            let found = slot.exists();
-            let c = if found {
-                &self.stats.hits
-            } else {
-                &self.stats.misses
-            };
-            c.fetch_add(1, Ordering::Relaxed);
+        let hash = self.hash(key);
+        let mut shard = self.shard(db, hash);
+        // Fast path: a live key is read in place (no accounting to redo for a read).
+        if let Some(i) = shard.find(hash, key) {
+            if let Some(e) = shard.entries[i as usize].as_mut() {
+                if e.expire_ms().is_none_or(|at| at > now) {
+                    e.set_lru(now as u32);
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return f(Some(e));
+                }
+            }
+        }
+        // Missing or expired: the general path removes an expired key and counts it.
+        let (r, delta) = shard.access(hash, key, now, |slot| {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
             f(slot.get())
-        })
+        });
+        drop(shard);
+        self.apply(db, delta);
+        r
     }
 
     pub fn exists(&self, db: usize, key: &[u8], now: u64) -> bool {

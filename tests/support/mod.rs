@@ -1,0 +1,380 @@
+//! The shared test harness: starts the real `strata` binary (and, where a test compares with
+//! Redis, the machine's `redis-server`) on ephemeral loopback ports, and stops them on drop.
+//! No mocks: every test talks to real processes over TCP.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{what} exited early ({status}): {err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {port} in time");
+}
+
+/// A running Strata server.
+pub struct Strata {
+    pub port: u16,
+    pub http_port: Option<u16>,
+    child: Child,
+    _dir: Option<PathBuf>,
+}
+
+impl Strata {
+    /// Standalone with defaults (HTTP listener off).
+    pub fn start() -> Strata {
+        Strata::with_config("")
+    }
+
+    /// With a TOML config file of this content (the port and bind are set by the harness).
+    pub fn with_config(toml: &str) -> Strata {
+        Strata::with_config_env(toml, &[])
+    }
+
+    pub fn with_config_env(toml: &str, env: &[(&str, &str)]) -> Strata {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("strata-test-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = dir.join("strata.toml");
+        let has_http = toml.contains("[http]");
+        let mut text = toml.to_string();
+        if !has_http {
+            text.push_str("\n[http]\nlisten = \"\"\n");
+        }
+        std::fs::write(&cfg, text).expect("write config");
+        let http_port = if has_http {
+            toml.lines()
+                .find_map(|l| l.trim().strip_prefix("listen = \"127.0.0.1:"))
+                .and_then(|r| r.trim_end_matches('"').parse().ok())
+        } else {
+            None
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .env("STRATA_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn strata");
+        wait_listening(port, &mut child, "strata");
+        Strata {
+            port,
+            http_port,
+            child,
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("client")
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.client().get_connection().expect("connect")
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    /// The server's process id (for /proc/<pid>/status and signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process is alive.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        unsafe_kill(self.child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Strata {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = &self._dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The machine's redis-server, for side-by-side comparisons.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        wait_listening(port, &mut child, "redis-server");
+        RedisServer { port, child }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .expect("client")
+            .get_connection()
+            .expect("connect")
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw TCP client: send exact bytes, read exact replies.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Raw { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Encodes and sends one command as a RESP multibulk.
+    pub fn cmd(&mut self, args: &[&[u8]]) {
+        self.send(&encode(args));
+    }
+
+    /// Reads until `n` bytes arrived or the peer closed; returns what came.
+    pub fn read_exact_or_eof(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got += k,
+            }
+        }
+        buf.truncate(got);
+        buf
+    }
+
+    /// Reads one complete RESP reply (any type, RESP2 or RESP3) and returns its bytes.
+    pub fn reply(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(n) = resp_len(&buf) {
+                buf.truncate(n);
+                return buf;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return buf,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(e) => panic!(
+                    "read failed: {e}; got so far {:?}",
+                    String::from_utf8_lossy(&buf)
+                ),
+            }
+        }
+    }
+
+    /// Changes the read timeout (the default is 10 s).
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).expect("timeout");
+    }
+
+    /// Sends one command and returns its reply.
+    pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.cmd(args);
+        self.reply()
+    }
+
+    /// True once the server has closed the connection (reads EOF within the timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
+
+/// RESP multibulk encoding of a command.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// Length of the first complete RESP value in `buf`, if complete.
+pub fn resp_len(buf: &[u8]) -> Option<usize> {
+    fn line(buf: &[u8], from: usize) -> Option<(usize, &[u8])> {
+        let end = buf[from..].windows(2).position(|w| w == b"\r\n")? + from;
+        Some((end + 2, &buf[from..end]))
+    }
+    fn value(buf: &[u8], pos: usize) -> Option<usize> {
+        let t = *buf.get(pos)?;
+        let (next, body) = line(buf, pos + 1)?;
+        let n = || std::str::from_utf8(body).ok()?.parse::<i64>().ok();
+        match t {
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),
+            b'$' | b'=' | b'!' => {
+                let len = n()?;
+                if len < 0 {
+                    Some(next)
+                } else {
+                    let end = next + len as usize + 2;
+                    (buf.len() >= end).then_some(end)
+                }
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let len = n()?;
+                let count = if t == b'%' || t == b'|' { len * 2 } else { len };
+                let mut p = next;
+                for _ in 0..count.max(0) {
+                    p = value(buf, p)?;
+                }
+                Some(p)
+            }
+            _ => Some(next),
+        }
+    }
+    value(buf, 0)
+}
+
+/// Resident set size of a process in KiB (VmRSS in /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: returns the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("write http");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read http");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
