@@ -77,11 +77,15 @@ impl Strata {
             .arg(&cfg)
             .arg("--port")
             .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
             .env("STRATA_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Loopback unless the test chose an address itself.
+        let bind_given =
+            toml.contains("bind =") || env.iter().any(|(k, _)| *k == "STRATA_SERVER_BIND");
+        if !bind_given {
+            cmd.arg("--bind").arg("127.0.0.1");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
