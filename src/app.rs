@@ -28,6 +28,8 @@ pub struct App {
     pub scripts: Scripts,
     pub started: Instant,
     pub started_ms: u64,
+    /// Resident memory of the process when it started (INFO's used_memory baseline).
+    pub startup_rss: u64,
     pub run_id: String,
     /// The port actually bound (useful with port 0).
     pub port: AtomicU16,
@@ -47,6 +49,7 @@ impl App {
             scripts: Scripts::default(),
             started: Instant::now(),
             started_ms: crate::command::unix_ms(),
+            startup_rss: crate::command::server::rss_bytes(),
             run_id: (0..40)
                 .map(|_| format!("{:x}", rand::random::<u8>() % 16))
                 .collect(),

@@ -8,6 +8,9 @@ use indexmap::IndexMap;
 
 type Map = IndexMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
 
+/// Redis's hash-max-listpack-entries: up to this size a hash is a small, ordered listpack.
+pub const LISTPACK_MAX: usize = 128;
+
 /// Per-element bookkeeping the allocator and the map add on top of the bytes themselves.
 const ELEMENT_OVERHEAD: usize = 48;
 
@@ -28,7 +31,7 @@ impl Object {
     /// The name OBJECT ENCODING prints.
     pub fn encoding(&self) -> &'static str {
         match self {
-            Object::Hash(h) if h.len() <= 128 => "listpack",
+            Object::Hash(h) if h.len() <= LISTPACK_MAX => "listpack",
             Object::Hash(_) => "hashtable",
         }
     }
@@ -85,7 +88,14 @@ impl HashValue {
 
     /// Removes a field; true when it existed.
     pub fn remove(&mut self, field: &[u8]) -> bool {
-        match self.map.swap_remove(field) {
+        // Small hashes keep insertion order like Redis's listpack encoding; big ones (a hash
+        // table in Redis, unordered) take the O(1) removal.
+        let removed = if self.map.len() <= LISTPACK_MAX {
+            self.map.shift_remove(field)
+        } else {
+            self.map.swap_remove(field)
+        };
+        match removed {
             Some(v) => {
                 self.bytes -= field.len() + v.len() + ELEMENT_OVERHEAD;
                 true

@@ -47,16 +47,31 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     if t.is_empty() || t.trim() != t {
         return None;
     }
-    let v: f64 = match t.to_ascii_lowercase().as_str() {
+    let lower = t.to_ascii_lowercase();
+    let v: f64 = match lower.as_str() {
         "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
         "-inf" | "-infinity" => f64::NEG_INFINITY,
-        _ => t.parse().ok()?,
+        _ => match parse_hex(&lower) {
+            Some(v) => v,
+            None => t.parse().ok()?,
+        },
     };
     if v.is_nan() {
         None
     } else {
         Some(v)
     }
+}
+
+/// strtod's hexadecimal integers ("0x10", "-0X1f").
+fn parse_hex(t: &str) -> Option<f64> {
+    let (neg, rest) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let digits = rest.strip_prefix("0x")?;
+    let v = u64::from_str_radix(digits, 16).ok()? as f64;
+    Some(if neg { -v } else { v })
 }
 
 pub fn float(s: &[u8]) -> Result<f64, CmdError> {
@@ -92,5 +107,7 @@ mod tests {
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b" 1"), None);
         assert_eq!(parse_f64(b"abc"), None);
+        assert_eq!(parse_f64(b"0x10"), Some(16.0));
+        assert_eq!(parse_f64(b"-0x1f"), Some(-31.0));
     }
 }

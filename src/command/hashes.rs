@@ -2,11 +2,9 @@
 //! RESP3, flat arrays in RESP2, and the key removed when its last field goes.
 
 use super::args::{float, int, is, parse_f64, parse_i64};
-use super::error::{
-    CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, NAN_OR_INF, OVERFLOW, WRONG_TYPE,
-};
+use super::error::{CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, OVERFLOW, WRONG_TYPE};
 use super::keys::{parse_cursor, scan_opts};
-use super::strings::format_human;
+use super::strings::add_floats;
 use super::Ctx;
 use crate::cache::entry::{Entry, ValueRef};
 use crate::cache::glob::glob_match;
@@ -201,17 +199,19 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let by = float(&args[3])?;
+    // Redis parses the increment before it looks at the key.
+    if float(&args[3])?.is_infinite() {
+        return Err(CmdError::new("ERR value is NaN or Infinity"));
+    }
     let s = write(ctx, &args[1], |h| {
-        let cur = match h.get(&args[2]) {
-            None => 0.0,
-            Some(s) => parse_f64(s).ok_or(HASH_NOT_FLOAT)?,
+        let cur: Vec<u8> = match h.get(&args[2]) {
+            None => b"0".to_vec(),
+            Some(s) => {
+                parse_f64(s).ok_or(HASH_NOT_FLOAT)?;
+                s.to_vec()
+            }
         };
-        let v = cur + by;
-        if !v.is_finite() {
-            return Err(NAN_OR_INF);
-        }
-        let s = format_human(v);
+        let s = add_floats(&cur, &args[3])?;
         h.insert(&args[2], s.as_bytes());
         Ok(s)
     })?;

@@ -112,7 +112,6 @@ pub fn type_(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 fn expire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: Unit, absolute: bool) -> CmdResult {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let when = int(&args[2])?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &args[3..] {
         if is(opt, "nx") {
@@ -140,6 +139,8 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &[Bytes], unit: Unit, absolute: bool)
             "ERR GT and LT options at the same time are not compatible",
         ));
     }
+    // Redis validates the options before the number.
+    let when = int(&args[2])?;
     let now = ctx.now as i64;
     let bad = || error::invalid_expire(&name);
     let mut at = when;

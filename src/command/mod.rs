@@ -9,6 +9,7 @@
 pub mod args;
 pub mod connection;
 pub mod error;
+pub mod float80;
 pub mod hashes;
 pub mod keys;
 pub mod scripting;
@@ -113,6 +114,15 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
     let idx = match resolve(&args) {
         Ok(i) => i,
         Err(e) => {
+            if session.multi.is_some() && args[0].eq_ignore_ascii_case(b"exec") {
+                // A malformed EXEC ends the transaction, as Redis's execCommandAbort does.
+                transactions::abort(app, session);
+                let why = e.as_str().strip_prefix("ERR ").unwrap_or(e.as_str());
+                out.error(&format!(
+                    "EXECABORT Transaction discarded because of: {why}"
+                ));
+                return;
+            }
             if let Some(m) = session.multi.as_mut() {
                 m.aborted = true;
             }

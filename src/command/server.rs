@@ -243,13 +243,17 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
         );
     }
     if want("memory") {
-        let used = store.used_memory();
+        // used_memory is the store's exact count, the number maxmemory is held to; the
+        // process's own footprint at start is reported apart, as used_memory_startup.
+        let dataset = store.used_memory();
+        let used = dataset;
         let rss = rss_bytes();
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{used}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{used}\r\nused_memory_startup:{}\r\nused_memory_dataset:{dataset}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n\r\n",
             human(used),
             human(rss),
+            app.startup_rss,
             store.maxmemory(),
             human(store.maxmemory()),
             store.policy().name(),
@@ -641,11 +645,10 @@ fn slowlog_get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let n = match args.get(2) {
         None => 10,
         Some(a) => {
-            let n = int(a)?;
+            let bad = CmdError::new("ERR count should be greater than or equal to -1");
+            let n = super::args::parse_i64(a).ok_or(bad.clone())?;
             if n < -1 {
-                return Err(CmdError::new(
-                    "ERR count should be greater than or equal to -1",
-                ));
+                return Err(bad);
             }
             if n == -1 {
                 usize::MAX

@@ -6,8 +6,8 @@
 
 use super::args::{float, int, is, parse_f64, parse_i64};
 use super::error::{
-    invalid_expire, CmdError, CmdResult, NAN_OR_INF, NOT_INTEGER, OFFSET_RANGE, OVERFLOW, SYNTAX,
-    TOO_BIG, WRONG_TYPE,
+    invalid_expire, CmdError, CmdResult, NOT_INTEGER, OFFSET_RANGE, OVERFLOW, SYNTAX, TOO_BIG,
+    WRONG_TYPE,
 };
 use super::Ctx;
 use crate::cache::entry::{Entry, ValueRef};
@@ -85,15 +85,51 @@ enum Ttl {
     At(u64),
 }
 
+/// An expiry option as written (EX/PX/EXAT/PXAT and its argument), parsed once the whole
+/// option list is known to be well-formed — Redis reports a syntax error before a bad number.
+struct ExpireArg<'a> {
+    arg: &'a [u8],
+    unit: Unit,
+    absolute: bool,
+}
+
+impl ExpireArg<'_> {
+    fn resolve(&self, now: u64, cmd: &str) -> Result<u64, CmdError> {
+        expire_at(self.arg, self.unit, self.absolute, now, cmd)
+    }
+}
+
+/// Recognises EX/PX/EXAT/PXAT followed by a value.
+fn expire_option<'a>(args: &'a [Bytes], i: usize) -> Option<ExpireArg<'a>> {
+    let a = &args[i];
+    let arg = args.get(i + 1)?;
+    let (unit, absolute) = if is(a, "ex") {
+        (Unit::Seconds, false)
+    } else if is(a, "px") {
+        (Unit::Millis, false)
+    } else if is(a, "exat") {
+        (Unit::Seconds, true)
+    } else if is(a, "pxat") {
+        (Unit::Millis, true)
+    } else {
+        return None;
+    };
+    Some(ExpireArg {
+        arg,
+        unit,
+        absolute,
+    })
+}
+
 pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let mut cond = Cond::Always;
-    let mut ttl = Ttl::None;
+    let mut keep_ttl = false;
+    let mut expire: Option<ExpireArg<'_>> = None;
     let mut get = false;
     let mut i = 3;
     while i < args.len() {
         let a = &args[i];
-        let next = args.get(i + 1);
-        let has_ttl = !matches!(ttl, Ttl::None);
+        let has_ttl = keep_ttl || expire.is_some();
         if is(a, "nx") && cond == Cond::Always {
             cond = Cond::Nx;
         } else if is(a, "xx") && cond == Cond::Always {
@@ -101,24 +137,20 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         } else if is(a, "get") && !get {
             get = true;
         } else if is(a, "keepttl") && !has_ttl {
-            ttl = Ttl::Keep;
-        } else if !has_ttl
-            && next.is_some()
-            && (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
-        {
-            let unit = if is(a, "ex") || is(a, "exat") {
-                Unit::Seconds
-            } else {
-                Unit::Millis
-            };
-            let abs = is(a, "exat") || is(a, "pxat");
-            ttl = Ttl::At(expire_at(&args[i + 1], unit, abs, ctx.now, "set")?);
+            keep_ttl = true;
+        } else if let Some(e) = expire_option(args, i).filter(|_| !has_ttl) {
+            expire = Some(e);
             i += 1;
         } else {
             return Err(SYNTAX);
         }
         i += 1;
     }
+    let ttl = match (&expire, keep_ttl) {
+        (Some(e), _) => Ttl::At(e.resolve(ctx.now, "set")?),
+        (None, true) => Ttl::Keep,
+        (None, false) => Ttl::None,
+    };
     let key = &args[1];
     let val = &args[2];
     let out = &mut *ctx.out;
@@ -223,24 +255,15 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    // None: leave the TTL; Some(None): PERSIST; Some(Some(at)): new expiry.
-    let mut change: Option<Option<u64>> = None;
+    let mut persist = false;
+    let mut expire: Option<ExpireArg<'_>> = None;
     let mut i = 2;
     while i < args.len() {
-        let a = &args[i];
-        if is(a, "persist") && change.is_none() {
-            change = Some(None);
-        } else if change.is_none()
-            && i + 1 < args.len()
-            && (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
-        {
-            let unit = if is(a, "ex") || is(a, "exat") {
-                Unit::Seconds
-            } else {
-                Unit::Millis
-            };
-            let abs = is(a, "exat") || is(a, "pxat");
-            change = Some(Some(expire_at(&args[i + 1], unit, abs, ctx.now, "getex")?));
+        let has = persist || expire.is_some();
+        if is(&args[i], "persist") && !has {
+            persist = true;
+        } else if let Some(e) = expire_option(args, i).filter(|_| !has) {
+            expire = Some(e);
             i += 1;
         } else {
             return Err(SYNTAX);
@@ -250,23 +273,31 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let out = &mut *ctx.out;
     let now = ctx.now;
     ctx.app.store.access(ctx.session.db, &args[1], now, |slot| {
-        match string_of(slot)? {
-            Some(v) => out.bulk(v),
-            None => {
-                out.null();
-                return Ok(());
-            }
-        }
-        match change {
-            None => {}
-            Some(Some(at)) if at <= now => {
+        let Some(v) = string_of(slot)? else {
+            out.null();
+            return Ok(());
+        };
+        // As Redis: the key is looked up and type-checked before the expiry is validated.
+        let at = match &expire {
+            Some(e) => Some(e.resolve(now, "getex")?),
+            None => None,
+        };
+        out.bulk(v);
+        match (at, persist) {
+            (Some(at), _) if at <= now => {
                 slot.take();
             }
-            Some(exp) => {
+            (Some(at), _) => {
                 if let Some(e) = slot.get_mut() {
-                    e.set_expire(exp);
+                    e.set_expire(Some(at));
                 }
             }
+            (None, true) => {
+                if let Some(e) = slot.get_mut() {
+                    e.set_expire(None);
+                }
+            }
+            (None, false) => {}
         }
         Ok(())
     })
@@ -391,31 +422,24 @@ pub fn decrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     incr_by(ctx, &args[1], -by)
 }
 
-/// A double printed as Redis prints INCRBYFLOAT results: fixed notation, at most 17
-/// significant digits, binary noise past the 15th rounded away.
-pub fn format_human(v: f64) -> String {
-    let rounded: f64 = format!("{:.14e}", v).parse().unwrap_or(v);
-    let s = format!("{rounded}");
-    if s == "-0" {
-        "0".into()
-    } else {
-        s
-    }
+/// `cur + by` as Redis computes INCRBYFLOAT (see `float80`).
+pub fn add_floats(cur: &[u8], by: &[u8]) -> Result<String, CmdError> {
+    super::float80::add(cur, by)
 }
 
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let by = float(&args[2])?;
     let key = &args[1];
+    let by = &args[2];
     let s = ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
-        let cur = match string_of(slot)? {
-            None => 0.0,
-            Some(s) => parse_f64(s).ok_or(super::error::NOT_FLOAT)?,
+        let cur: &[u8] = match string_of(slot)? {
+            None => b"0",
+            Some(s) => {
+                parse_f64(s).ok_or(super::error::NOT_FLOAT)?;
+                s
+            }
         };
-        let v = cur + by;
-        if !v.is_finite() {
-            return Err(NAN_OR_INF);
-        }
-        let s = format_human(v);
+        float(by)?;
+        let s = add_floats(cur, by)?;
         match slot.get_mut() {
             Some(e) => e.set_str(s.as_bytes()),
             None => slot.put(Entry::new_str(key, s.as_bytes(), None, 0)),
@@ -502,15 +526,6 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_floats() {
-        assert_eq!(format_human(10.6), "10.6");
-        assert_eq!(format_human(0.1 + 0.2), "0.3");
-        assert_eq!(format_human(5200.0), "5200");
-        assert_eq!(format_human(1e20), "100000000000000000000");
-        assert_eq!(format_human(-5.6), "-5.6");
-    }
 
     #[test]
     fn ranges() {

@@ -36,7 +36,23 @@ fn end_multi(ctx: &mut Ctx<'_>) -> Option<MultiState> {
     m
 }
 
+/// Ends a transaction without running it (DISCARD, a malformed EXEC).
+pub fn abort(app: &App, session: &mut Session) {
+    session.info.multi.store(false, Ordering::Relaxed);
+    session.multi = None;
+    unwatch_all(app, session);
+}
+
+/// Looks at every watched key: one whose TTL has passed since WATCH is removed now, which
+/// marks the transaction dirty (Redis 7: an expired watched key aborts EXEC).
+fn expire_watched(ctx: &mut Ctx<'_>) {
+    for (db, key) in &ctx.session.watched {
+        ctx.app.store.exists(*db, key, ctx.now);
+    }
+}
+
 pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
+    expire_watched(ctx);
     let Some(m) = end_multi(ctx) else {
         return Err(CmdError::new("ERR EXEC without MULTI"));
     };
@@ -86,6 +102,8 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         {
             continue;
         }
+        // A key already past its TTL is gone before we watch it, so it cannot abort EXEC.
+        ctx.app.store.exists(db, key, ctx.now);
         ctx.app.store.watch(db, key, &ctx.session.watch_flag);
         ctx.session.watched.push((db, key.to_vec()));
     }

@@ -32,6 +32,8 @@ pub struct Framer {
 enum Walk {
     Complete,
     Incomplete(usize),
+    /// A multibulk count of zero or less: skip this many bytes.
+    Empty(usize),
 }
 
 fn parse_int(line: &[u8]) -> Option<i64> {
@@ -74,6 +76,11 @@ impl Framer {
                 return Ok(None);
             }
             Walk::Complete => self.need = 0,
+            Walk::Empty(n) => {
+                self.need = 0;
+                let _ = buf.split_to(n);
+                return Ok(Some(Vec::new()));
+            }
         }
         let (frame, amt) = match decode_range(buf) {
             Ok(Some(x)) => x,
@@ -108,7 +115,11 @@ impl Framer {
             .filter(|&n| n <= i32::MAX as i64)
             .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?;
         if !authenticated && count > UNAUTH_MAX_ARGS {
-            return Err(ProtocolError("invalid multibulk length".into()));
+            return Err(ProtocolError("unauthenticated multibulk length".into()));
+        }
+        if count <= 0 {
+            // Redis ignores an empty or negative multibulk count: nothing to run.
+            return Ok(Walk::Empty(end + 2));
         }
         let mut pos = end + 2;
         for _ in 0..count.max(0) {
@@ -129,12 +140,10 @@ impl Framer {
             };
             let len = parse_int(&buf[pos + 1..end])
                 .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
-            let max = if authenticated {
-                self.max_bulk as i64
-            } else {
-                UNAUTH_MAX_BULK
-            };
-            if len < 0 || len > max {
+            if !authenticated && len > UNAUTH_MAX_BULK {
+                return Err(ProtocolError("unauthenticated bulk length".into()));
+            }
+            if len < 0 || len > self.max_bulk as i64 {
                 return Err(ProtocolError("invalid bulk length".into()));
             }
             let next = end + 2 + len as usize + 2;
@@ -304,7 +313,15 @@ mod tests {
         );
         let mut f = Framer::new(1 << 20);
         let mut buf = BytesMut::from(&b"*20\r\n"[..]);
-        assert!(f.next(&mut buf, false).is_err());
+        assert_eq!(
+            f.next(&mut buf, false).unwrap_err().0,
+            "unauthenticated multibulk length"
+        );
+        // Zero and negative counts are skipped, and what follows still runs.
+        let cmds = parse_all(b"*0\r\n*-5\r\nPING\r\n").unwrap();
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds[0].is_empty() && cmds[1].is_empty());
+        assert_eq!(&cmds[2][0][..], b"PING");
     }
 
     #[test]

@@ -1,7 +1,14 @@
-"""Shared fixtures: a real `strata` binary on an ephemeral loopback port, per test module."""
+"""Shared fixtures: a real `strata` binary on an ephemeral loopback port, per test module.
+
+Also: `redis_server`, a real `redis-server` (the reference for differential tests) on its own
+free port, and `wait_until`, the deadline-bounded poll every timing-dependent test uses instead
+of a blind sleep.
+"""
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -22,39 +29,135 @@ def strata_bin():
     return path
 
 
+def wait_until(predicate, timeout=5.0, interval=0.01, message="condition"):
+    """Polls `predicate` until it returns a truthy value (which is returned) or `timeout` seconds
+    pass, then fails the test naming `message` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message} (last value: {value!r})")
+        time.sleep(interval)
+
+
+def _wait_listening(proc, port, what, log_path):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited at start:\n{_read(log_path)}")
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not start listening on {port}:\n{_read(log_path)}")
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 class StrataProcess:
-    def __init__(self, extra_env=None):
+    """The real binary on a free loopback port. `extra_env` sets config through
+    `STRATA_<SECTION>_<KEY>` variables; `args` are extra command-line arguments.
+    stderr goes to a temporary file (never a pipe nobody reads, which would stall the server
+    once full); `log()` returns it."""
+
+    def __init__(self, extra_env=None, args=()):
         self.port = free_port()
         env = dict(os.environ)
         env.update({"STRATA_HTTP_LISTEN": '""', "STRATA_LOG_LEVEL": "warn"})
         env.update(extra_env or {})
-        self.proc = subprocess.Popen(
-            [strata_bin(), "--port", str(self.port), "--bind", "127.0.0.1"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read().decode())
-                time.sleep(0.05)
-        raise RuntimeError("strata did not start listening")
+        fd, self.log_path = tempfile.mkstemp(prefix="strata-test-", suffix=".log")
+        with os.fdopen(fd, "wb") as log:
+            self.proc = subprocess.Popen(
+                [strata_bin(), "--port", str(self.port), "--bind", "127.0.0.1", *args],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            _wait_listening(self.proc, self.port, "strata", self.log_path)
+        except Exception:
+            self.stop()
+            raise
+
+    def log(self):
+        return _read(self.log_path)
 
     def stop(self):
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+
+class RedisServerProcess:
+    """A real `redis-server` (no persistence) on a free loopback port: the reference that the
+    differential tests compare Strata with."""
+
+    def __init__(self, binary=None, extra_args=()):
+        binary = binary or shutil.which("redis-server") or "redis-server"
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="redis-ref-")
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.proc = subprocess.Popen(
+            [
+                binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--logfile", self.log_path, "--daemonize", "no", *extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_listening(self.proc, self.port, "redis-server", self.log_path)
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def against_redis():
+    """STRATA_TEST_AGAINST_REDIS=1 points the `strata` fixture at a real redis-server instead:
+    a check of the tests themselves (every test that expects Redis's behaviour must pass)."""
+    return os.environ.get("STRATA_TEST_AGAINST_REDIS") == "1"
 
 
 @pytest.fixture(scope="module")
 def strata():
-    p = StrataProcess()
+    p = RedisServerProcess() if against_redis() else StrataProcess()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    p = RedisServerProcess(binary)
     yield p
     p.stop()
