@@ -6,7 +6,7 @@
 //! default. This module only parses and validates; it never opens sockets or files other than
 //! the config file itself.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
@@ -23,7 +23,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The whole configuration. Each section is switched on by its presence in the file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -32,7 +32,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -96,7 +96,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of the HTTP listener for /metrics and /healthz; empty = off.
@@ -111,7 +111,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct L1Config {
     /// Memory bound of the store (0 = unbounded).
@@ -133,7 +133,7 @@ impl Default for L1Config {
 }
 
 /// Redis's `maxmemory-policy` values that Strata implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvictionPolicy {
     AllkeysLru,
@@ -163,7 +163,7 @@ impl EvictionPolicy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// tracing filter: error, warn, info, debug, trace (or a full directive).
@@ -180,7 +180,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -209,6 +209,12 @@ impl ByteSize {
             _ => return None,
         };
         n.checked_mul(mul).map(ByteSize)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 
@@ -267,7 +273,8 @@ impl Config {
         Ok(cfg)
     }
 
-    fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
+    /// Builds a config from a TOML table (as loaded, or as CONFIG SET edits it).
+    pub fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
         let de = toml::Value::Table(root);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -278,6 +285,14 @@ impl Config {
                 ConfigError(format!("config key `{path}`: {inner}"))
             }
         })
+    }
+
+    /// The configuration as a TOML table (CONFIG GET reads it, CONFIG SET edits it).
+    pub fn to_table(&self) -> toml::Table {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        }
     }
 
     /// Checks relations between keys that serde cannot express.

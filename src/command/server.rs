@@ -392,185 +392,115 @@ pub fn shutdown(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 // CONFIG
 
-type Getter = fn(&Config) -> String;
-type Setter = fn(&mut Config, &str) -> Result<(), &'static str>;
-
-fn yes_no(b: bool) -> String {
-    if b { "yes" } else { "no" }.into()
+/// How CONFIG reads and writes a value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Int,
+    Mem,
+    Bool,
+    Str,
+    Policy,
 }
 
-fn parse_yes_no(v: &str) -> Result<bool, &'static str> {
-    match v.to_ascii_lowercase().as_str() {
-        "yes" => Ok(true),
-        "no" => Ok(false),
-        _ => Err("argument must be 'yes' or 'no'"),
-    }
-}
-
-fn parse_mem(v: &str) -> Result<u64, &'static str> {
-    ByteSize::parse(v)
-        .map(|b| b.0)
-        .ok_or("argument must be a memory value")
-}
-
-fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, &'static str> {
-    v.parse()
-        .map_err(|_| "argument couldn't be parsed into an integer")
-}
-
-/// Redis name, getter, setter (None = read-only), TOML key.
-const CONFIG_KEYS: &[(&str, Getter, Option<Setter>)] = &[
-    ("bind", |c| c.server.bind.clone(), None),
-    ("port", |c| c.server.port.to_string(), None),
-    ("databases", |c| c.server.databases.to_string(), None),
-    (
-        "maxclients",
-        |c| c.server.maxclients.to_string(),
-        Some(|c, v| {
-            c.server.maxclients = parse_num::<usize>(v)?.max(1);
-            Ok(())
-        }),
-    ),
-    (
-        "timeout",
-        |c| c.server.timeout.to_string(),
-        Some(|c, v| {
-            c.server.timeout = parse_num(v)?;
-            Ok(())
-        }),
-    ),
-    (
-        "tcp-keepalive",
-        |c| c.server.tcp_keepalive.to_string(),
-        Some(|c, v| {
-            c.server.tcp_keepalive = parse_num(v)?;
-            Ok(())
-        }),
-    ),
-    (
-        "requirepass",
-        |c| c.server.requirepass.clone(),
-        Some(|c, v| {
-            c.server.requirepass = v.to_string();
-            Ok(())
-        }),
-    ),
-    (
-        "protected-mode",
-        |c| yes_no(c.server.protected_mode),
-        Some(|c, v| {
-            c.server.protected_mode = parse_yes_no(v)?;
-            Ok(())
-        }),
-    ),
+/// Redis's CONFIG name, the TOML key it stands for, its kind, and whether CONFIG SET may
+/// change it at run time. Values are validated by the same code that validates the file.
+const CONFIG_KEYS: &[(&str, &str, Kind, bool)] = &[
+    ("bind", "server.bind", Kind::Str, false),
+    ("port", "server.port", Kind::Int, false),
+    ("databases", "server.databases", Kind::Int, false),
+    ("maxclients", "server.maxclients", Kind::Int, true),
+    ("timeout", "server.timeout", Kind::Int, true),
+    ("tcp-keepalive", "server.tcp_keepalive", Kind::Int, true),
+    ("requirepass", "server.requirepass", Kind::Str, true),
+    ("protected-mode", "server.protected_mode", Kind::Bool, true),
     (
         "proto-max-bulk-len",
-        |c| c.server.proto_max_bulk_len.0.to_string(),
-        Some(|c, v| {
-            let n = parse_mem(v)?;
-            if n < 1024 {
-                return Err("argument must be a memory value");
-            }
-            c.server.proto_max_bulk_len = ByteSize(n);
-            Ok(())
-        }),
+        "server.proto_max_bulk_len",
+        Kind::Mem,
+        true,
     ),
     (
         "client-query-buffer-limit",
-        |c| c.server.client_query_buffer_limit.0.to_string(),
-        Some(|c, v| {
-            let n = parse_mem(v)?;
-            if n < 1024 * 1024 {
-                return Err("argument must be a memory value");
-            }
-            c.server.client_query_buffer_limit = ByteSize(n);
-            Ok(())
-        }),
+        "server.client_query_buffer_limit",
+        Kind::Mem,
+        true,
     ),
     (
         "slowlog-log-slower-than",
-        |c| c.server.slowlog_log_slower_than.to_string(),
-        Some(|c, v| {
-            c.server.slowlog_log_slower_than = parse_num(v)?;
-            Ok(())
-        }),
+        "server.slowlog_log_slower_than",
+        Kind::Int,
+        true,
     ),
+    ("slowlog-max-len", "server.slowlog_max_len", Kind::Int, true),
+    ("hz", "server.hz", Kind::Int, true),
     (
-        "slowlog-max-len",
-        |c| c.server.slowlog_max_len.to_string(),
-        Some(|c, v| {
-            c.server.slowlog_max_len = parse_num(v)?;
-            Ok(())
-        }),
+        "lua-time-limit",
+        "server.lua_time_limit_ms",
+        Kind::Int,
+        true,
     ),
-    (
-        "hz",
-        |c| c.server.hz.to_string(),
-        Some(|c, v| {
-            c.server.hz = parse_num::<u32>(v)?.clamp(1, 500);
-            Ok(())
-        }),
-    ),
-    (
-        "maxmemory",
-        |c| c.l1.maxmemory.0.to_string(),
-        Some(|c, v| {
-            c.l1.maxmemory = ByteSize(parse_mem(v)?);
-            Ok(())
-        }),
-    ),
+    ("maxmemory", "l1.maxmemory", Kind::Mem, true),
     (
         "maxmemory-policy",
-        |c| c.l1.maxmemory_policy.name().to_string(),
-        Some(|c, v| {
-            c.l1.maxmemory_policy = EvictionPolicy::parse(v).ok_or("argument(s) must be one of the following: volatile-lru, allkeys-lru, allkeys-random, noeviction")?;
-            Ok(())
-        }),
+        "l1.maxmemory_policy",
+        Kind::Policy,
+        true,
     ),
-    (
-        "maxmemory-samples",
-        |c| c.l1.maxmemory_samples.to_string(),
-        Some(|c, v| {
-            let n: usize = parse_num(v)?;
-            if !(1..=64).contains(&n) {
-                return Err("argument must be between 1 and 64 inclusive");
-            }
-            c.l1.maxmemory_samples = n;
-            Ok(())
-        }),
-    ),
-    (
-        "save",
-        |_| String::new(),
-        Some(|_, v| {
-            if v.is_empty() {
-                Ok(())
-            } else {
-                Err("Strata keeps no snapshots; only \"\" is accepted")
-            }
-        }),
-    ),
-    (
-        "appendonly",
-        |_| "no".into(),
-        Some(|_, v| {
-            if v.eq_ignore_ascii_case("no") {
-                Ok(())
-            } else {
-                Err("Strata keeps no append-only file; only 'no' is accepted")
-            }
-        }),
-    ),
-    ("loglevel", |c| c.log.level.clone(), None),
+    ("maxmemory-samples", "l1.maxmemory_samples", Kind::Int, true),
+    ("loglevel", "log.level", Kind::Str, false),
 ];
 
+/// Settings Strata does not have but clients ask about (redis-benchmark reads these): fixed
+/// answers, and CONFIG SET accepts only the value that is already true.
+const FIXED_KEYS: &[(&str, &str)] = &[("save", ""), ("appendonly", "no")];
+
+fn lookup<'t>(t: &'t toml::Table, path: &str) -> Option<&'t toml::Value> {
+    let (section, key) = path.split_once('.')?;
+    t.get(section)?.as_table()?.get(key)
+}
+
+fn render(v: &toml::Value, kind: Kind) -> String {
+    match (v, kind) {
+        (toml::Value::Boolean(b), _) => if *b { "yes" } else { "no" }.into(),
+        (toml::Value::String(s), _) => s.clone(),
+        (other, _) => other.to_string(),
+    }
+}
+
+/// Converts a CONFIG SET argument to the TOML value of its key, with Redis's error texts.
+fn parse_value(v: &str, kind: Kind) -> Result<toml::Value, &'static str> {
+    match kind {
+        Kind::Int => v
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| "argument couldn't be parsed into an integer"),
+        Kind::Mem => ByteSize::parse(v)
+            .and_then(|b| i64::try_from(b.0).ok())
+            .map(toml::Value::Integer)
+            .ok_or("argument must be a memory value"),
+        Kind::Bool => match v.to_ascii_lowercase().as_str() {
+            "yes" => Ok(toml::Value::Boolean(true)),
+            "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err("argument must be 'yes' or 'no'"),
+        },
+        Kind::Str => Ok(toml::Value::String(v.to_string())),
+        Kind::Policy => EvictionPolicy::parse(v)
+            .map(|p| toml::Value::String(p.name().to_string()))
+            .ok_or("argument(s) must be one of the following: volatile-lru, allkeys-lru, allkeys-random, noeviction"),
+    }
+}
+
 fn config_get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let cfg = ctx.app.config.read().clone();
+    let table = ctx.app.config.read().to_table();
     let mut found: Vec<(&str, String)> = Vec::new();
     for pat in &args[2..] {
-        for (name, get, _) in CONFIG_KEYS {
-            if glob_match(pat, name.as_bytes(), true) && !found.iter().any(|(n, _)| n == name) {
-                found.push((name, get(&cfg)));
+        let keys = CONFIG_KEYS
+            .iter()
+            .filter_map(|(name, path, kind, _)| Some((*name, render(lookup(&table, path)?, *kind))))
+            .chain(FIXED_KEYS.iter().map(|(n, v)| (*n, v.to_string())));
+        for (name, value) in keys {
+            if glob_match(pat, name.as_bytes(), true) && !found.iter().any(|(n, _)| *n == name) {
+                found.push((name, value));
             }
         }
     }
@@ -586,26 +516,38 @@ fn config_set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     if args.len() % 2 != 0 {
         return Err(super::error::arity("config|set"));
     }
-    let mut cfg = ctx.app.config.read().clone();
+    let failed = |name: &str, why: &str| {
+        CmdError::msg(format!(
+            "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+        ))
+    };
+    let mut table = ctx.app.config.read().to_table();
     for pair in args[2..].chunks(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
         let value = String::from_utf8_lossy(&pair[1]).into_owned();
-        let Some((_, _, set)) = CONFIG_KEYS.iter().find(|(n, _, _)| *n == name) else {
+        if let Some((_, fixed)) = FIXED_KEYS.iter().find(|(n, _)| *n == name) {
+            if !value.eq_ignore_ascii_case(fixed) {
+                return Err(failed(&name, "Strata is a cache without persistence"));
+            }
+            continue;
+        }
+        let Some(&(_, path, kind, mutable)) = CONFIG_KEYS.iter().find(|(n, ..)| *n == name) else {
             return Err(CmdError::msg(format!(
                 "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
             )));
         };
-        let Some(set) = set else {
-            return Err(CmdError::msg(format!(
-                "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
-            )));
-        };
-        set(&mut cfg, &value).map_err(|why| {
-            CmdError::msg(format!(
-                "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
-            ))
-        })?;
+        if !mutable {
+            return Err(failed(&name, "can't set immutable config"));
+        }
+        let v = parse_value(&value, kind).map_err(|why| failed(&name, why))?;
+        let (section, key) = path.split_once('.').unwrap_or((path, ""));
+        if let Some(t) = table.get_mut(section).and_then(|s| s.as_table_mut()) {
+            t.insert(key.to_string(), v);
+        }
     }
+    let cfg = Config::from_table(table)
+        .and_then(|c| c.validate().map(|_| c))
+        .map_err(|e| CmdError::msg(format!("ERR CONFIG SET failed - {e}")))?;
     *ctx.app.config.write() = cfg;
     ctx.app.apply_config();
     ctx.out.ok();
