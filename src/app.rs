@@ -74,6 +74,7 @@ impl App {
         self.slowlog
             .max_len
             .store(c.server.slowlog_max_len, Ordering::Relaxed);
+        crate::server::raise_nofile(c.server.maxclients);
     }
 
     pub fn shutdown(&self) {

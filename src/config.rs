@@ -85,7 +85,7 @@ impl Default for ServerConfig {
             databases: 16,
             proto_max_bulk_len: ByteSize(512 * 1024 * 1024),
             client_query_buffer_limit: ByteSize(1024 * 1024 * 1024),
-            client_output_buffer_limit: ByteSize(256 * 1024 * 1024),
+            client_output_buffer_limit: ByteSize(1024 * 1024 * 1024),
             client_output_stall_s: 60,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
@@ -304,8 +304,19 @@ impl Config {
         if self.server.maxclients == 0 {
             return bad("server.maxclients", "must be at least 1");
         }
-        if self.server.proto_max_bulk_len.0 < 1024 {
-            return bad("server.proto_max_bulk_len", "must be at least 1024");
+        if self.server.proto_max_bulk_len.0 < 1024
+            || self.server.proto_max_bulk_len.0 > u32::MAX as u64
+        {
+            return bad(
+                "server.proto_max_bulk_len",
+                "must be between 1024 and 4294967295 (4gb - 1)",
+            );
+        }
+        if self.server.client_output_buffer_limit.0 < self.server.proto_max_bulk_len.0 {
+            return bad(
+                "server.client_output_buffer_limit",
+                "must be at least proto_max_bulk_len (a client must be able to read any value)",
+            );
         }
         if self.server.client_query_buffer_limit.0 < 1024 * 1024 {
             return bad("server.client_query_buffer_limit", "must be at least 1mb");
@@ -339,6 +350,7 @@ fn apply_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     const SECTIONS: &[&str] = &["server", "http", "l1", "log"];
+    let defaults = Config::default().to_table();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("STRATA_") else {
             continue;
@@ -351,11 +363,7 @@ fn apply_env(
         if !SECTIONS.contains(&section) {
             continue;
         }
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let parsed = env_value(&defaults, section, key, &value);
         let table = root
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -371,6 +379,35 @@ fn apply_env(
         }
     }
     Ok(())
+}
+
+/// Reads an environment value as the type its key has: strings stay strings (a numeric
+/// password is still a password), booleans take yes/no too, numbers parse as numbers, and
+/// anything else (sizes such as "1gb", arrays) is read as a TOML literal or a string.
+fn env_value(defaults: &toml::Table, section: &str, key: &str, value: &str) -> toml::Value {
+    let current = defaults
+        .get(section)
+        .and_then(|s| s.as_table())
+        .and_then(|t| t.get(key));
+    match current {
+        // A quoted TOML string ("" or '...') is unquoted; anything else is taken as written.
+        Some(toml::Value::String(_)) => toml_literal(value)
+            .filter(|v| v.is_str())
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Some(toml::Value::Boolean(_)) => match value.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "1" => toml::Value::Boolean(true),
+            "no" | "false" | "0" => toml::Value::Boolean(false),
+            _ => toml::Value::String(value.to_string()),
+        },
+        _ => toml_literal(value).unwrap_or_else(|| toml::Value::String(value.to_string())),
+    }
+}
+
+fn toml_literal(value: &str) -> Option<toml::Value> {
+    format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
 }
 
 #[cfg(test)]
@@ -424,6 +461,19 @@ mod tests {
         assert_eq!(c.l1.maxmemory, ByteSize(10 * 1024 * 1024));
         let e = load_str("", &[("STRATA_SERVER_NOPE", "1")]).unwrap_err();
         assert!(e.0.contains("nope"), "{e}");
+        // Values take the type of their key.
+        let c = load_str(
+            "",
+            &[
+                ("STRATA_SERVER_REQUIREPASS", "123456"),
+                ("STRATA_SERVER_PROTECTED_MODE", "no"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.requirepass, "123456");
+        assert!(!c.server.protected_mode);
+        let c = load_str("", &[("STRATA_HTTP_LISTEN", "\"\"")]).unwrap();
+        assert_eq!(c.http.listen, "");
     }
 
     #[test]

@@ -349,6 +349,8 @@ pub struct Store {
     maxmemory: AtomicU64,
     policy: AtomicU8,
     samples: AtomicUsize,
+    /// Where the next active expiry cycle starts (db * SHARDS + shard).
+    expire_cursor: AtomicUsize,
 }
 
 const POLICIES: [EvictionPolicy; 4] = [
@@ -382,6 +384,7 @@ impl Store {
             maxmemory: AtomicU64::new(0),
             policy: AtomicU8::new(0),
             samples: AtomicUsize::new(5),
+            expire_cursor: AtomicUsize::new(0),
         }
     }
 
@@ -481,6 +484,17 @@ impl Store {
         r
     }
 
+    /// Counts a keyspace hit or miss for a command that looked a key up without `read`
+    /// (EXISTS, TYPE, TTL, ...), as Redis's lookupKeyRead counts them.
+    pub fn count_lookup(&self, found: bool) {
+        let c = if found {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn exists(&self, db: usize, key: &[u8], now: u64) -> bool {
         self.access(db, key, now, |s| s.exists())
     }
@@ -543,6 +557,17 @@ impl Store {
         for i in 0..SHARDS {
             let mut sa = self.dbs[a].shards[i].lock();
             let mut sb = self.dbs[b].shards[i].lock();
+            // A watched key that exists on either side changes value (Redis: touched).
+            for (watching, other) in [(&*sa, &*sb), (&*sb, &*sa)] {
+                for (key, flags) in &watching.watchers {
+                    let h = watching.hasher.hash_one(&key[..]);
+                    if watching.find(h, key).is_some() || other.find(h, key).is_some() {
+                        for f in flags {
+                            f.store(true, Ordering::Release);
+                        }
+                    }
+                }
+            }
             std::mem::swap(&mut sa.index, &mut sb.index);
             std::mem::swap(&mut sa.entries, &mut sb.entries);
             std::mem::swap(&mut sa.free, &mut sb.free);
@@ -653,9 +678,15 @@ impl Store {
     /// The active expiry cycle: removes up to `budget` expired keys; returns how many it removed.
     pub fn active_expire(&self, now: u64, budget: usize) -> usize {
         let mut removed = 0;
-        for (dbi, db) in self.dbs.iter().enumerate() {
-            for s in db.shards.iter() {
-                let mut s = s.lock();
+        // Resume where the last cycle ran out of budget, so a backlog in one shard cannot
+        // starve the others.
+        let total = self.dbs.len() * SHARDS;
+        let start = self.expire_cursor.load(Ordering::Relaxed) % total;
+        for step in 0..total {
+            let slot = (start + step) % total;
+            let (dbi, si) = (slot / SHARDS, slot % SHARDS);
+            {
+                let mut s = self.dbs[dbi].shards[si].lock();
                 let mut delta = Delta {
                     mem: 0,
                     keys: 0,
@@ -687,6 +718,7 @@ impl Store {
                 drop(s);
                 self.apply(dbi, delta);
                 if removed >= budget {
+                    self.expire_cursor.store(slot, Ordering::Relaxed);
                     return removed;
                 }
             }

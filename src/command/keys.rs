@@ -81,7 +81,11 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 pub fn exists(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let n = args[1..]
         .iter()
-        .filter(|k| ctx.app.store.exists(ctx.session.db, k, ctx.now))
+        .filter(|k| {
+            ctx.app
+                .store
+                .read(ctx.session.db, k, ctx.now, |e| e.is_some())
+        })
         .count();
     ctx.out.int(n as i64);
     Ok(())
@@ -100,12 +104,9 @@ pub fn type_name(v: ValueRef<'_>) -> &'static str {
 }
 
 pub fn type_(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let t = ctx
-        .app
-        .store
-        .access(ctx.session.db, &args[1], ctx.now, |s| {
-            s.get().map_or("none", |e| type_name(e.value()))
-        });
+    let t = ctx.app.store.read(ctx.session.db, &args[1], ctx.now, |e| {
+        e.map_or("none", |e| type_name(e.value()))
+    });
     ctx.out.simple(t);
     Ok(())
 }
@@ -205,13 +206,10 @@ pub fn pexpireat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 /// -2 for a missing key, -1 without expiry, else `f(expire_ms)`.
 fn ttl_generic(ctx: &mut Ctx<'_>, key: &[u8], f: impl Fn(u64, u64) -> i64) -> CmdResult {
     let now = ctx.now;
-    let v = ctx
-        .app
-        .store
-        .access(ctx.session.db, key, now, |s| match s.get() {
-            None => -2,
-            Some(e) => e.expire_ms().map_or(-1, |at| f(at, now)),
-        });
+    let v = ctx.app.store.read(ctx.session.db, key, now, |e| match e {
+        None => -2,
+        Some(e) => e.expire_ms().map_or(-1, |at| f(at, now)),
+    });
     ctx.out.int(v);
     Ok(())
 }

@@ -74,6 +74,9 @@ fn unknown_command(args: &[Bytes]) -> CmdError {
 /// Resolves `args` to a command (or subcommand) index and checks its arity.
 pub fn resolve(args: &[Bytes]) -> Result<usize, CmdError> {
     let reg = &*REGISTRY;
+    if args.is_empty() {
+        return Err(CmdError::new("ERR empty command"));
+    }
     let Some(mut idx) = reg.lookup(&args[0]) else {
         return Err(unknown_command(args));
     };
@@ -114,6 +117,7 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
     let idx = match resolve(&args) {
         Ok(i) => i,
         Err(e) => {
+            app.metrics.error_replies.inc();
             if session.multi.is_some() && args[0].eq_ignore_ascii_case(b"exec") {
                 // A malformed EXEC ends the transaction, as Redis's execCommandAbort does.
                 transactions::abort(app, session);
@@ -136,6 +140,7 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
             m.aborted = true;
         }
         app.metrics.commands[idx].rejected.inc();
+        app.metrics.error_replies.inc();
         out.error(e.as_str());
         return;
     }

@@ -14,8 +14,10 @@ use crate::cache::entry::{Entry, ValueRef};
 use crate::cache::store::Slot;
 use bytes::Bytes;
 
-/// Redis's limit on a string built by APPEND/SETRANGE (proto-max-bulk-len default).
-pub const MAX_STRING: usize = 512 * 1024 * 1024;
+/// Redis's limit on a string built by APPEND/SETRANGE: proto-max-bulk-len.
+fn max_string(ctx: &Ctx<'_>) -> usize {
+    ctx.app.config.read().server.proto_max_bulk_len.0 as usize
+}
 
 /// The string held by a slot: Ok(None) when absent, WRONGTYPE for another type.
 pub fn string_of(slot: &Slot) -> Result<Option<&[u8]>, CmdError> {
@@ -227,7 +229,9 @@ pub fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let (key, val) = (&args[1], &args[2]);
     let out = &mut *ctx.out;
-    ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
+    let store = &ctx.app.store;
+    store.access(ctx.session.db, key, ctx.now, |slot| {
+        store.count_lookup(slot.exists());
         match string_of(slot)? {
             Some(v) => out.bulk(v),
             None => out.null(),
@@ -239,19 +243,19 @@ pub fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 pub fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let out = &mut *ctx.out;
-    ctx.app
-        .store
-        .access(ctx.session.db, &args[1], ctx.now, |slot| {
-            match string_of(slot)? {
-                Some(v) => out.bulk(v),
-                None => {
-                    out.null();
-                    return Ok(());
-                }
+    let store = &ctx.app.store;
+    store.access(ctx.session.db, &args[1], ctx.now, |slot| {
+        store.count_lookup(slot.exists());
+        match string_of(slot)? {
+            Some(v) => out.bulk(v),
+            None => {
+                out.null();
+                return Ok(());
             }
-            slot.take();
-            Ok(())
-        })
+        }
+        slot.take();
+        Ok(())
+    })
 }
 
 pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
@@ -272,7 +276,9 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     }
     let out = &mut *ctx.out;
     let now = ctx.now;
-    ctx.app.store.access(ctx.session.db, &args[1], now, |slot| {
+    let store = &ctx.app.store;
+    store.access(ctx.session.db, &args[1], now, |slot| {
+        store.count_lookup(slot.exists());
         let Some(v) = string_of(slot)? else {
             out.null();
             return Ok(());
@@ -350,10 +356,11 @@ pub fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 pub fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let (key, add) = (&args[1], &args[2]);
+    let max = max_string(ctx);
     let len = ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
         let cur = string_of(slot)?;
         let total = cur.map_or(0, |c| c.len()) + add.len();
-        if total > MAX_STRING {
+        if total > max {
             return Err(TOO_BIG);
         }
         let mut v = Vec::with_capacity(total);
@@ -498,13 +505,14 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     }
     let offset = offset as usize;
     let (key, val) = (&args[1], &args[3]);
+    let max = max_string(ctx);
     let len = ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
         let cur = string_of(slot)?;
         let cur_len = cur.map_or(0, |c| c.len());
         if val.is_empty() {
             return Ok(cur_len);
         }
-        if offset.saturating_add(val.len()) > MAX_STRING {
+        if offset.saturating_add(val.len()) > max {
             return Err(TOO_BIG);
         }
         let mut v = cur.unwrap_or(&[]).to_vec();

@@ -12,11 +12,13 @@ pub fn admit(app: &App, session: &Session, c: &Command, _args: &[Bytes]) -> Resu
     if !session.authenticated && !c.flag(NO_AUTH) {
         return Err(NOAUTH);
     }
-    if c.flag(DENYOOM)
-        && app.store.maxmemory() > 0
-        && app.store.ensure_memory(crate::command::unix_ms()).is_err()
-    {
-        return Err(OOM);
+    if c.flag(DENYOOM) && app.store.maxmemory() > 0 {
+        // Evicting changes the keyspace: it waits for (and never interleaves with) any
+        // transaction or script holding the exclusive gate.
+        let _gate = app.store.shared();
+        if app.store.ensure_memory(crate::command::unix_ms()).is_err() {
+            return Err(OOM);
+        }
     }
     Ok(())
 }
