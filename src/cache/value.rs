@@ -4,12 +4,20 @@
 //! Objects keep a running byte count so that accounting is O(1) per mutation. Command semantics
 //! (error texts, argument parsing) live in `command/`, not here.
 
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
+use std::collections::VecDeque;
 
 type Map = IndexMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
+type Members = IndexSet<Box<[u8]>, foldhash::fast::RandomState>;
 
 /// Redis's hash-max-listpack-entries: up to this size a hash is a small, ordered listpack.
 pub const LISTPACK_MAX: usize = 128;
+
+/// Redis's set-max-intset-entries: up to this size a set of integers is an intset.
+pub const INTSET_MAX: usize = 512;
+
+/// Redis's hash-max-listpack-value: a longer field or value turns a hash into a hash table.
+pub const LISTPACK_VALUE_MAX: usize = 64;
 
 /// Per-element bookkeeping the allocator and the map add on top of the bytes themselves.
 const ELEMENT_OVERHEAD: usize = 48;
@@ -18,27 +26,70 @@ const ELEMENT_OVERHEAD: usize = 48;
 #[derive(Clone)]
 pub enum Object {
     Hash(HashValue),
+    Set(SetValue),
+    List(ListValue),
 }
+
+/// Typed access to one kind of object, for the command families.
+pub trait Typed: Default + Sized {
+    fn of(o: &Object) -> Option<&Self>;
+    fn of_mut(o: &mut Object) -> Option<&mut Self>;
+    fn into_object(self) -> Object;
+}
+
+macro_rules! typed {
+    ($t:ty, $v:ident) => {
+        impl Typed for $t {
+            fn of(o: &Object) -> Option<&Self> {
+                match o {
+                    Object::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn of_mut(o: &mut Object) -> Option<&mut Self> {
+                match o {
+                    Object::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn into_object(self) -> Object {
+                Object::$v(self)
+            }
+        }
+    };
+}
+
+typed!(HashValue, Hash);
+typed!(SetValue, Set);
+typed!(ListValue, List);
 
 impl Object {
     /// The name TYPE prints.
     pub fn type_name(&self) -> &'static str {
         match self {
             Object::Hash(_) => "hash",
+            Object::Set(_) => "set",
+            Object::List(_) => "list",
         }
     }
 
     /// The name OBJECT ENCODING prints.
     pub fn encoding(&self) -> &'static str {
         match self {
-            Object::Hash(h) if h.len() <= LISTPACK_MAX => "listpack",
+            Object::Hash(h) if !h.hashtable => "listpack",
             Object::Hash(_) => "hashtable",
+            Object::Set(s) if s.is_intset() => "intset",
+            Object::Set(_) => "hashtable",
+            // Redis 7.0 keeps every list in a quicklist.
+            Object::List(_) => "quicklist",
         }
     }
 
     pub fn mem_usage(&self) -> usize {
         match self {
             Object::Hash(h) => 64 + h.bytes,
+            Object::Set(s) => 64 + s.bytes,
+            Object::List(l) => 64 + l.bytes,
         }
     }
 
@@ -46,6 +97,8 @@ impl Object {
     pub fn is_empty(&self) -> bool {
         match self {
             Object::Hash(h) => h.map.is_empty(),
+            Object::Set(s) => s.members.is_empty(),
+            Object::List(l) => l.items.is_empty(),
         }
     }
 }
@@ -55,6 +108,8 @@ impl Object {
 pub struct HashValue {
     map: Map,
     bytes: usize,
+    /// Redis converts a listpack hash to a hash table once and never back.
+    hashtable: bool,
 }
 
 impl HashValue {
@@ -76,11 +131,15 @@ impl HashValue {
             Some(v) => {
                 self.bytes = self.bytes - v.len() + val.len();
                 *v = val.into();
+                self.hashtable |= val.len() > LISTPACK_VALUE_MAX;
                 false
             }
             None => {
                 self.bytes += field.len() + val.len() + ELEMENT_OVERHEAD;
                 self.map.insert(field.into(), val.into());
+                self.hashtable |= self.map.len() > LISTPACK_MAX
+                    || field.len() > LISTPACK_VALUE_MAX
+                    || val.len() > LISTPACK_VALUE_MAX;
                 true
             }
         }
@@ -90,7 +149,7 @@ impl HashValue {
     pub fn remove(&mut self, field: &[u8]) -> bool {
         // Small hashes keep insertion order like Redis's listpack encoding; big ones (a hash
         // table in Redis, unordered) take the O(1) removal.
-        let removed = if self.map.len() <= LISTPACK_MAX {
+        let removed = if !self.hashtable {
             self.map.shift_remove(field)
         } else {
             self.map.swap_remove(field)
@@ -111,5 +170,171 @@ impl HashValue {
     /// The element at a position (for cursor-based scans and random picks).
     pub fn get_index(&self, i: usize) -> Option<(&[u8], &[u8])> {
         self.map.get_index(i).map(|(k, v)| (&k[..], &v[..]))
+    }
+}
+
+/// A set of members; positions give SSCAN its cursor and SPOP/SRANDMEMBER O(1) picks.
+#[derive(Default, Clone)]
+pub struct SetValue {
+    members: Members,
+    bytes: usize,
+    /// Redis converts an intset to a hash table once (a non-integer member, or too many) and
+    /// never back.
+    hashtable: bool,
+}
+
+fn is_integer(m: &[u8]) -> bool {
+    m.len() <= 20 && crate::command::args::parse_i64(m).is_some()
+}
+
+impl SetValue {
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn contains(&self, m: &[u8]) -> bool {
+        self.members.contains(m)
+    }
+
+    /// Adds a member; true when it is new.
+    pub fn insert(&mut self, m: &[u8]) -> bool {
+        if self.members.contains(m) {
+            return false;
+        }
+        self.bytes += m.len() + ELEMENT_OVERHEAD;
+        self.members.insert(m.into());
+        self.hashtable |= !is_integer(m) || self.members.len() > INTSET_MAX;
+        true
+    }
+
+    /// Removes a member; true when it was there.
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        if self.members.swap_remove(m) {
+            self.forget(m);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn forget(&mut self, m: &[u8]) {
+        self.bytes -= m.len() + ELEMENT_OVERHEAD;
+    }
+
+    /// Removes and returns the member at a position (SPOP).
+    pub fn take_index(&mut self, i: usize) -> Option<Box<[u8]>> {
+        let m = self.members.swap_remove_index(i)?;
+        self.forget(&m);
+        Some(m)
+    }
+
+    pub fn get_index(&self, i: usize) -> Option<&[u8]> {
+        self.members.get_index(i).map(|m| &m[..])
+    }
+
+    /// Redis 7.0 keeps small all-integer sets as a sorted intset.
+    pub fn is_intset(&self) -> bool {
+        !self.hashtable
+    }
+
+    /// Members in the order Redis returns them: ascending for an intset, else stored order.
+    pub fn ordered(&self) -> Vec<&[u8]> {
+        let mut v: Vec<&[u8]> = self.members.iter().map(|m| &m[..]).collect();
+        if self.is_intset() {
+            v.sort_by_key(|m| crate::command::args::parse_i64(m).unwrap_or(0));
+        }
+        v
+    }
+}
+
+/// A list: a double-ended queue of elements.
+#[derive(Default, Clone)]
+pub struct ListValue {
+    items: VecDeque<Box<[u8]>>,
+    bytes: usize,
+}
+
+impl ListValue {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn cost(v: &[u8]) -> usize {
+        v.len() + 16
+    }
+
+    pub fn push_front(&mut self, v: &[u8]) {
+        self.bytes += Self::cost(v);
+        self.items.push_front(v.into());
+    }
+
+    pub fn push_back(&mut self, v: &[u8]) {
+        self.bytes += Self::cost(v);
+        self.items.push_back(v.into());
+    }
+
+    pub fn pop_front(&mut self) -> Option<Box<[u8]>> {
+        let v = self.items.pop_front()?;
+        self.bytes -= Self::cost(&v);
+        Some(v)
+    }
+
+    pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
+        let v = self.items.pop_back()?;
+        self.bytes -= Self::cost(&v);
+        Some(v)
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.items.get(i).map(|v| &v[..])
+    }
+
+    pub fn set(&mut self, i: usize, v: &[u8]) -> bool {
+        match self.items.get_mut(i) {
+            Some(slot) => {
+                self.bytes = self.bytes - slot.len() + v.len();
+                *slot = v.into();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn insert(&mut self, i: usize, v: &[u8]) {
+        self.bytes += Self::cost(v);
+        self.items.insert(i, v.into());
+    }
+
+    pub fn remove(&mut self, i: usize) -> Option<Box<[u8]>> {
+        let v = self.items.remove(i)?;
+        self.bytes -= Self::cost(&v);
+        Some(v)
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        self.items.iter().map(|v| &v[..])
+    }
+
+    /// Keeps only positions `start..=end` (LTRIM); an empty range empties the list.
+    pub fn retain_range(&mut self, range: Option<(usize, usize)>) {
+        match range {
+            None => {
+                self.items.clear();
+                self.bytes = 0;
+            }
+            Some((s, e)) => {
+                self.items.truncate(e + 1);
+                self.items.drain(..s);
+                self.bytes = self.items.iter().map(|v| Self::cost(v)).sum();
+            }
+        }
     }
 }

@@ -2,58 +2,30 @@
 //! RESP3, flat arrays in RESP2, and the key removed when its last field goes.
 
 use super::args::{float, int, is, parse_f64, parse_i64};
-use super::error::{CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, OVERFLOW, WRONG_TYPE};
+use super::error::{CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, OVERFLOW};
 use super::keys::{parse_cursor, scan_opts};
 use super::strings::add_floats;
-use super::Ctx;
-use crate::cache::entry::{Entry, ValueRef};
+use super::{typed, Ctx};
 use crate::cache::glob::glob_match;
-use crate::cache::value::{HashValue, Object};
+use crate::cache::value::HashValue;
 use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-/// Read access to the hash at `key` (None when absent; WRONGTYPE for other types).
 fn read<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     f: impl FnOnce(Option<&HashValue>, &mut crate::server::reply::Reply) -> R,
 ) -> Result<R, CmdError> {
-    let out = &mut *ctx.out;
-    ctx.app.store.read(ctx.session.db, key, ctx.now, |e| {
-        match e.map(|e| e.value()) {
-            None => Ok(f(None, out)),
-            Some(ValueRef::Obj(Object::Hash(h))) => Ok(f(Some(h), out)),
-            Some(_) => Err(WRONG_TYPE),
-        }
-    })
+    typed::read(ctx, key, f)
 }
 
-/// Write access to the hash at `key`, created empty when absent (and dropped again if left empty).
 fn write<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     f: impl FnOnce(&mut HashValue) -> Result<R, CmdError>,
 ) -> Result<R, CmdError> {
-    ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
-        match slot.get().map(|e| e.value()) {
-            None => {
-                let mut h = HashValue::default();
-                let r = f(&mut h)?;
-                if !h.is_empty() {
-                    slot.put(Entry::new_obj(key, Box::new(Object::Hash(h)), None, 0));
-                }
-                Ok(r)
-            }
-            Some(ValueRef::Obj(Object::Hash(_))) => {
-                match slot.get_mut().and_then(|e| e.obj_mut()) {
-                    Some(Object::Hash(h)) => f(h),
-                    _ => Err(WRONG_TYPE),
-                }
-            }
-            Some(_) => Err(WRONG_TYPE),
-        }
-    })
+    typed::write(ctx, key, f)
 }
 
 fn pairs(args: &[Bytes], name: &str) -> CmdResult {
@@ -153,15 +125,10 @@ pub fn hvals(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let exists = ctx.app.store.exists(ctx.session.db, &args[1], ctx.now);
-    let n = if exists {
-        write(ctx, &args[1], |h| {
-            Ok(args[2..].iter().filter(|f| h.remove(f)).count())
-        })?
-    } else {
-        0
-    };
-    ctx.out.int(n as i64);
+    let n = typed::update(ctx, &args[1], |h: &mut HashValue| {
+        Ok(args[2..].iter().filter(|f| h.remove(f)).count())
+    })?;
+    ctx.out.int(n.unwrap_or(0) as i64);
     Ok(())
 }
 

@@ -12,11 +12,14 @@ pub mod error;
 pub mod float80;
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod scripting;
 pub mod server;
+pub mod sets;
 pub mod strings;
 pub mod table;
 pub mod transactions;
+pub mod typed;
 
 use crate::app::App;
 use crate::server::reply::Reply;

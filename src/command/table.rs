@@ -3,7 +3,9 @@
 //! the guard chain (auth, no-script, out-of-memory, exclusive gate), key extraction, and
 //! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
 
-use super::{connection as conn, hashes, keys, scripting, server, strings, transactions as tx};
+use super::{
+    connection as conn, hashes, keys, lists, scripting, server, sets, strings, transactions as tx,
+};
 use super::{CmdResult, Ctx};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -151,6 +153,8 @@ const ALLKEYS: (i32, i32, i32) = (1, -1, 1);
 const S_STR: &[&str] = &["string"];
 const S_KEY: &[&str] = &["keyspace"];
 const S_HASH: &[&str] = &["hash"];
+const S_SET: &[&str] = &["set"];
+const S_LIST: &[&str] = &["list"];
 const S_CONN: &[&str] = &["connection"];
 const S_TX: &[&str] = &["transaction"];
 const S_SCRIPT: &[&str] = &["scripting"];
@@ -211,6 +215,41 @@ pub static COMMANDS: &[Command] = &[
     cmd("hvals", 2, READONLY, KEY1, S_HASH, "hash", "Returns all values in a hash.", hashes::hvals),
     cmd("hrandfield", -2, READONLY | RANDOM, KEY1, S_HASH, "hash", "Returns random fields from a hash.", hashes::hrandfield),
     cmd("hscan", -3, READONLY | RANDOM, KEY1, S_HASH, "hash", "Iterates over fields and values of a hash.", hashes::hscan),
+    // Sets
+    cmd("sadd", -3, WF, KEY1, S_SET, "set", "Adds one or more members to a set.", sets::sadd),
+    cmd("srem", -3, WRITE | FAST, KEY1, S_SET, "set", "Removes one or more members from a set.", sets::srem),
+    cmd("smembers", 2, READONLY, KEY1, S_SET, "set", "Returns all members of a set.", sets::smembers),
+    cmd("sismember", 3, RF, KEY1, S_SET, "set", "Determines whether a member belongs to a set.", sets::sismember),
+    cmd("smismember", -3, RF, KEY1, S_SET, "set", "Determines whether multiple members belong to a set.", sets::smismember),
+    cmd("scard", 2, RF, KEY1, S_SET, "set", "Returns the number of members in a set.", sets::scard),
+    cmd("spop", -2, WRITE | FAST | RANDOM, KEY1, S_SET, "set", "Returns one or more random members from a set after removing them.", sets::spop),
+    cmd("srandmember", -2, READONLY | RANDOM, KEY1, S_SET, "set", "Get one or multiple random members from a set.", sets::srandmember),
+    cmd("smove", 4, WF, (1, 2, 1), S_SET, "set", "Moves a member from one set to another.", sets::smove),
+    cmd("sinter", -2, READONLY, ALLKEYS, S_SET, "set", "Returns the intersect of multiple sets.", sets::sinter),
+    cmd("sunion", -2, READONLY, ALLKEYS, S_SET, "set", "Returns the union of multiple sets.", sets::sunion),
+    cmd("sdiff", -2, READONLY, ALLKEYS, S_SET, "set", "Returns the difference of multiple sets.", sets::sdiff),
+    cmd("sinterstore", -3, W, ALLKEYS, S_SET, "set", "Stores the intersect of multiple sets in a key.", sets::sinterstore),
+    cmd("sunionstore", -3, W, ALLKEYS, S_SET, "set", "Stores the union of multiple sets in a key.", sets::sunionstore),
+    cmd("sdiffstore", -3, W, ALLKEYS, S_SET, "set", "Stores the difference of multiple sets in a key.", sets::sdiffstore),
+    cmd("sintercard", -3, READONLY, (2, -1, 1), S_SET, "set", "Returns the number of members of the intersect of multiple sets.", sets::sintercard),
+    cmd("sscan", -3, READONLY | RANDOM, KEY1, S_SET, "set", "Iterates over members of a set.", sets::sscan),
+    // Lists
+    cmd("lpush", -3, WF, KEY1, S_LIST, "list", "Prepends one or more elements to a list.", lists::lpush),
+    cmd("rpush", -3, WF, KEY1, S_LIST, "list", "Appends one or more elements to a list.", lists::rpush),
+    cmd("lpushx", -3, WF, KEY1, S_LIST, "list", "Prepends one or more elements to a list only when the list exists.", lists::lpushx),
+    cmd("rpushx", -3, WF, KEY1, S_LIST, "list", "Appends an element to a list only when the list exists.", lists::rpushx),
+    cmd("lpop", -2, WRITE | FAST, KEY1, S_LIST, "list", "Returns the first elements in a list after removing it.", lists::lpop),
+    cmd("rpop", -2, WRITE | FAST, KEY1, S_LIST, "list", "Returns and removes the last elements of a list.", lists::rpop),
+    cmd("llen", 2, RF, KEY1, S_LIST, "list", "Returns the length of a list.", lists::llen),
+    cmd("lrange", 4, READONLY, KEY1, S_LIST, "list", "Returns a range of elements from a list.", lists::lrange),
+    cmd("lindex", 3, READONLY, KEY1, S_LIST, "list", "Returns an element from a list by its index.", lists::lindex),
+    cmd("lset", 4, W, KEY1, S_LIST, "list", "Sets the value of an element in a list by its index.", lists::lset),
+    cmd("linsert", 5, W, KEY1, S_LIST, "list", "Inserts an element before or after another element in a list.", lists::linsert),
+    cmd("lrem", 4, WRITE, KEY1, S_LIST, "list", "Removes elements from a list.", lists::lrem),
+    cmd("ltrim", 4, WRITE, KEY1, S_LIST, "list", "Removes elements from both ends a list.", lists::ltrim),
+    cmd("lpos", -3, READONLY, KEY1, S_LIST, "list", "Returns the index of matching elements in a list.", lists::lpos),
+    cmd("lmove", 5, W, (1, 2, 1), S_LIST, "list", "Returns an element after popping it from one list and pushing it to another.", lists::lmove),
+    cmd("rpoplpush", 3, W, (1, 2, 1), S_LIST, "list", "Returns the last element of a list after removing and pushing it to another list.", lists::rpoplpush),
     // Keys
     cmd("del", -2, WRITE, ALLKEYS, S_KEY, "generic", "Deletes one or more keys.", keys::del),
     cmd("unlink", -2, WRITE | FAST, ALLKEYS, S_KEY, "generic", "Asynchronously deletes one or more keys.", keys::del),

@@ -1,0 +1,369 @@
+//! List commands (LPUSH/RPUSH, LPOP/RPOP with count, LRANGE, LINDEX, LSET, LINSERT, LREM,
+//! LTRIM, LPOS, LMOVE, RPOPLPUSH) with Redis's index arithmetic and error texts.
+//!
+//! The blocking variants (BLPOP, BRPOP, BLMOVE) are not here yet: they need the connection to
+//! wait on a key, which the dispatcher does not offer so far.
+
+use super::args::{int, is};
+use super::error::{CmdError, CmdResult, NO_SUCH_KEY, SYNTAX};
+use super::{typed, Ctx};
+use crate::cache::value::ListValue;
+use bytes::Bytes;
+
+const OUT_OF_RANGE_POSITIVE: CmdError =
+    CmdError::new("ERR value is out of range, must be positive");
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Left,
+    Right,
+}
+
+fn end_of(arg: &[u8]) -> Result<End, CmdError> {
+    if is(arg, "left") {
+        Ok(End::Left)
+    } else if is(arg, "right") {
+        Ok(End::Right)
+    } else {
+        Err(SYNTAX)
+    }
+}
+
+fn push(ctx: &mut Ctx<'_>, args: &[Bytes], end: End, only_existing: bool) -> CmdResult {
+    let add = |l: &mut ListValue| {
+        for v in &args[2..] {
+            match end {
+                End::Left => l.push_front(v),
+                End::Right => l.push_back(v),
+            }
+        }
+        Ok(l.len())
+    };
+    let len = if only_existing {
+        typed::update(ctx, &args[1], add)?.unwrap_or(0)
+    } else {
+        typed::write(ctx, &args[1], add)?
+    };
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+pub fn lpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    push(ctx, args, End::Left, false)
+}
+
+pub fn rpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    push(ctx, args, End::Right, false)
+}
+
+pub fn lpushx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    push(ctx, args, End::Left, true)
+}
+
+pub fn rpushx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    push(ctx, args, End::Right, true)
+}
+
+fn pop(ctx: &mut Ctx<'_>, args: &[Bytes], end: End) -> CmdResult {
+    let count = match args.len() {
+        2 => None,
+        3 => {
+            let c = int(&args[2]).map_err(|_| OUT_OF_RANGE_POSITIVE)?;
+            if c < 0 {
+                return Err(OUT_OF_RANGE_POSITIVE);
+            }
+            Some(c as usize)
+        }
+        _ => return Err(SYNTAX),
+    };
+    let popped = typed::update(ctx, &args[1], |l: &mut ListValue| {
+        let n = count.unwrap_or(1).min(l.len());
+        Ok((0..n)
+            .filter_map(|_| match end {
+                End::Left => l.pop_front(),
+                End::Right => l.pop_back(),
+            })
+            .collect::<Vec<_>>())
+    })?;
+    let out = &mut *ctx.out;
+    match (count, popped) {
+        (None, Some(v)) if !v.is_empty() => out.bulk(&v[0]),
+        (None, _) => out.null(),
+        (Some(_), None) => out.null_array(),
+        (Some(_), Some(v)) => {
+            out.array(v.len());
+            for x in v {
+                out.bulk(&x);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn lpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    pop(ctx, args, End::Left)
+}
+
+pub fn rpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    pop(ctx, args, End::Right)
+}
+
+pub fn llen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    typed::read(ctx, &args[1], |l: Option<&ListValue>, out| {
+        out.int(l.map_or(0, |l| l.len()) as i64)
+    })
+}
+
+/// Redis's LRANGE/LTRIM index arithmetic; None = empty.
+fn range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if s > e || s >= len {
+        return None;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    Some((s as usize, e as usize))
+}
+
+/// A possibly negative index into a list of `len` elements.
+fn index(i: i64, len: usize) -> Option<usize> {
+    let i = if i < 0 { len as i64 + i } else { i };
+    (0..len as i64).contains(&i).then_some(i as usize)
+}
+
+pub fn lrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (start, end) = (int(&args[2])?, int(&args[3])?);
+    typed::read(ctx, &args[1], |l: Option<&ListValue>, out| {
+        match l.and_then(|l| range(start, end, l.len()).map(|r| (l, r))) {
+            None => out.array(0),
+            Some((l, (s, e))) => {
+                out.array(e - s + 1);
+                for v in l.iter().skip(s).take(e - s + 1) {
+                    out.bulk(v);
+                }
+            }
+        }
+    })
+}
+
+pub fn lindex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let i = int(&args[2])?;
+    typed::read(ctx, &args[1], |l: Option<&ListValue>, out| {
+        match l.and_then(|l| index(i, l.len()).and_then(|i| l.get(i))) {
+            Some(v) => out.bulk(v),
+            None => out.null(),
+        }
+    })
+}
+
+pub fn lset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let i = int(&args[2])?;
+    let done = typed::update(ctx, &args[1], |l: &mut ListValue| {
+        let at = index(i, l.len()).ok_or(CmdError::new("ERR index out of range"))?;
+        l.set(at, &args[3]);
+        Ok(())
+    })?;
+    done.ok_or(NO_SUCH_KEY)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn linsert(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let after = if is(&args[2], "after") {
+        true
+    } else if is(&args[2], "before") {
+        false
+    } else {
+        return Err(SYNTAX);
+    };
+    let (pivot, value) = (&args[3], &args[4]);
+    let r = typed::update(ctx, &args[1], |l: &mut ListValue| {
+        let at = l.iter().position(|v| v == &pivot[..]);
+        Ok(match at {
+            Some(p) => {
+                l.insert(if after { p + 1 } else { p }, value);
+                l.len() as i64
+            }
+            None => -1,
+        })
+    })?;
+    ctx.out.int(r.unwrap_or(0));
+    Ok(())
+}
+
+pub fn lrem(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let count = int(&args[2])?;
+    let target = &args[3];
+    let removed = typed::update(ctx, &args[1], |l: &mut ListValue| {
+        let limit = if count == 0 {
+            usize::MAX
+        } else {
+            count.unsigned_abs() as usize
+        };
+        let mut hits: Vec<usize> = l
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| *v == &target[..])
+            .map(|(i, _)| i)
+            .collect();
+        if count < 0 {
+            hits.reverse();
+        }
+        hits.truncate(limit);
+        hits.sort_unstable_by(|a, b| b.cmp(a));
+        for &i in &hits {
+            l.remove(i);
+        }
+        Ok(hits.len())
+    })?;
+    ctx.out.int(removed.unwrap_or(0) as i64);
+    Ok(())
+}
+
+pub fn ltrim(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (start, end) = (int(&args[2])?, int(&args[3])?);
+    typed::update(ctx, &args[1], |l: &mut ListValue| {
+        let r = range(start, end, l.len());
+        l.retain_range(r);
+        Ok(())
+    })?;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn lpos(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let mut rank: i64 = 1;
+    let mut count: Option<usize> = None;
+    let mut maxlen: usize = 0;
+    let mut i = 3;
+    while i < args.len() {
+        let Some(v) = args.get(i + 1) else {
+            return Err(SYNTAX);
+        };
+        if is(&args[i], "rank") {
+            rank = int(v)?;
+            if rank == 0 || rank == i64::MIN {
+                return Err(CmdError::new("ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list"));
+            }
+        } else if is(&args[i], "count") {
+            let c = int(v)?;
+            if c < 0 {
+                return Err(CmdError::new("ERR COUNT can't be negative"));
+            }
+            count = Some(c as usize);
+        } else if is(&args[i], "maxlen") {
+            let m = int(v)?;
+            if m < 0 {
+                return Err(CmdError::new("ERR MAXLEN can't be negative"));
+            }
+            maxlen = m as usize;
+        } else {
+            return Err(SYNTAX);
+        }
+        i += 2;
+    }
+    let target = &args[2];
+    typed::read(ctx, &args[1], |l: Option<&ListValue>, out| {
+        let mut found = Vec::new();
+        if let Some(l) = l {
+            let want = match count {
+                Some(0) => usize::MAX,
+                Some(c) => c,
+                None => 1,
+            };
+            let scan = if maxlen == 0 {
+                l.len()
+            } else {
+                maxlen.min(l.len())
+            };
+            let mut skip = rank.unsigned_abs() - 1;
+            let positions: Box<dyn Iterator<Item = (usize, &[u8])>> = if rank > 0 {
+                Box::new(l.iter().enumerate().take(scan))
+            } else {
+                Box::new(l.iter().enumerate().rev().take(scan))
+            };
+            for (p, v) in positions {
+                if v == &target[..] {
+                    if skip > 0 {
+                        skip -= 1;
+                        continue;
+                    }
+                    found.push(p);
+                    if found.len() >= want {
+                        break;
+                    }
+                }
+            }
+        }
+        match count {
+            None => match found.first() {
+                Some(&p) => out.int(p as i64),
+                None => out.null(),
+            },
+            Some(_) => {
+                out.array(found.len());
+                for p in found {
+                    out.int(p as i64);
+                }
+            }
+        }
+    })
+}
+
+fn lmove_generic(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) -> CmdResult {
+    // The destination must be a list (or absent) before anything moves.
+    typed::read(ctx, dst, |_: Option<&ListValue>, _| ())?;
+    let moved = typed::update(ctx, src, |l: &mut ListValue| {
+        Ok(match from {
+            End::Left => l.pop_front(),
+            End::Right => l.pop_back(),
+        })
+    })?
+    .flatten();
+    let Some(v) = moved else {
+        ctx.out.null();
+        return Ok(());
+    };
+    typed::write(ctx, dst, |l: &mut ListValue| {
+        match to {
+            End::Left => l.push_front(&v),
+            End::Right => l.push_back(&v),
+        }
+        Ok(())
+    })?;
+    ctx.out.bulk(&v);
+    Ok(())
+}
+
+pub fn lmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let from = end_of(&args[3])?;
+    let to = end_of(&args[4])?;
+    lmove_generic(ctx, &args[1], &args[2], from, to)
+}
+
+pub fn rpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    lmove_generic(ctx, &args[1], &args[2], End::Right, End::Left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{index, range};
+
+    #[test]
+    fn redis_index_arithmetic() {
+        assert_eq!(range(0, -1, 3), Some((0, 2)));
+        assert_eq!(range(-100, 100, 3), Some((0, 2)));
+        assert_eq!(range(5, 10, 3), None);
+        assert_eq!(range(2, 1, 3), None);
+        assert_eq!(range(0, 0, 0), None);
+        assert_eq!(index(-1, 3), Some(2));
+        assert_eq!(index(3, 3), None);
+        assert_eq!(index(-4, 3), None);
+    }
+}

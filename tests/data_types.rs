@@ -1,0 +1,540 @@
+//! Sets and lists against the real redis-server and against a reference model.
+//!
+//! 1. A fixed script of set and list commands (error cases included) must give byte-identical
+//!    replies on Strata and on redis-server. Sets whose order Redis leaves to its hash table are
+//!    compared sorted; all-integer sets (intsets) are ordered, so they are compared as bytes.
+//! 2. A model-based proptest: random LPUSH/RPUSH/LPOP/RPOP/LRANGE/LINDEX/LSET/LREM/LTRIM/
+//!    LINSERT/LMOVE and SADD/SREM/SISMEMBER/SCARD/SMEMBERS/SINTER/SUNION/SDIFF/SMOVE sequences
+//!    applied to Strata and to a VecDeque/BTreeSet model give the same replies.
+
+mod support;
+
+use proptest::prelude::*;
+use redis::{Connection, Value};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use support::{RedisServer, Strata};
+
+const SCRIPT: &[&str] = &[
+    "SADD s 3 1 2",
+    "SMEMBERS s",
+    "SADD s 2",
+    "SCARD s",
+    "SISMEMBER s 1",
+    "SMISMEMBER s 1 9",
+    "SREM s 1 9",
+    "SADD t 2 3 4",
+    "SINTER s t",
+    "SUNION s t",
+    "SDIFF t s",
+    "SUNIONSTORE u s t",
+    "SMEMBERS u",
+    "SINTERSTORE none s nosuch",
+    "EXISTS none",
+    "SINTERCARD 2 s t LIMIT 1",
+    "SINTERCARD 2 s t",
+    "SINTERCARD 0 s",
+    "SINTERCARD 3 s t",
+    "SINTERCARD 1 s LIMIT -1",
+    "SINTERCARD 1 s FOO",
+    "SMOVE s t 3",
+    "SMOVE s nosuch 2",
+    "SMOVE nosuch t 2",
+    "SPOP nosuch",
+    "SPOP nosuch 3",
+    "SPOP s -1",
+    "SPOP s x",
+    "SRANDMEMBER nosuch",
+    "SRANDMEMBER nosuch 5",
+    "SRANDMEMBER s 0",
+    "SET str x",
+    "SADD str 1",
+    "SMOVE t str 4",
+    "SINTER s str",
+    "OBJECT ENCODING t",
+    "SADD t a",
+    "SREM t a",
+    "OBJECT ENCODING t",
+    "SSCAN s 0",
+    "SSCAN s x",
+    "SADD",
+    "RPUSH l a b c d",
+    "LPUSH l z",
+    "LRANGE l 0 -1",
+    "LRANGE l -100 100",
+    "LRANGE l 5 10",
+    "LRANGE l 2 1",
+    "LINDEX l -1",
+    "LINDEX l 99",
+    "LINDEX l x",
+    "LSET l 1 A",
+    "LSET l 99 A",
+    "LSET nolist 0 A",
+    "LINSERT l BEFORE c X",
+    "LINSERT l AFTER nope X",
+    "LINSERT l MIDDLE c X",
+    "LINSERT nolist BEFORE c X",
+    "RPUSH l c c",
+    "LREM l -2 c",
+    "LREM l 0 nothing",
+    "LRANGE l 0 -1",
+    "LPOS l c",
+    "LPOS l nope",
+    "LPOS l c RANK -1 COUNT 0",
+    "LPOS l c RANK 0",
+    "LPOS l c COUNT -1",
+    "LPOS l c MAXLEN -1",
+    "LPOS l c MAXLEN 1",
+    "LPOS l c FOO 1",
+    "LTRIM l 1 -2",
+    "LRANGE l 0 -1",
+    "LTRIM l 5 1",
+    "EXISTS l",
+    "RPUSH l a b c d e",
+    "LPOP l 2",
+    "LPOP l 0",
+    "RPOP nolist 2",
+    "RPOP nolist",
+    "LPOP l -1",
+    "LMOVE l l2 LEFT RIGHT",
+    "LMOVE l l2 UP RIGHT",
+    "LMOVE nolist l2 LEFT LEFT",
+    "LMOVE l str LEFT LEFT",
+    "RPOPLPUSH l2 l",
+    "LRANGE l 0 -1",
+    "LLEN l",
+    "LLEN str",
+    "LPUSHX nolist a",
+    "RPUSHX l q",
+    "TYPE l",
+    "TYPE s",
+    "OBJECT ENCODING l",
+    "LPUSH str a",
+    "LPUSH",
+];
+
+fn call(c: &mut support::Raw, line: &str) -> Vec<u8> {
+    let args: Vec<&[u8]> = line.split(' ').map(|w| w.as_bytes()).collect();
+    c.call(&args)
+}
+
+#[test]
+fn set_and_list_replies_are_byte_identical_to_redis() {
+    let strata = Strata::start();
+    let redis = RedisServer::start();
+    let (mut a, mut b) = (redis.raw(), strata.raw());
+    let mut diffs = Vec::new();
+    for line in SCRIPT {
+        let (want, got) = (call(&mut a, line), call(&mut b, line));
+        if want != got {
+            diffs.push(format!(
+                "{line}\n    redis:  {:?}\n    strata: {:?}",
+                String::from_utf8_lossy(&want),
+                String::from_utf8_lossy(&got)
+            ));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} replies differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn hashtable_sets_hold_the_same_members_as_redis() {
+    let strata = Strata::start();
+    let redis = RedisServer::start();
+    for conn in [&mut strata.conn(), &mut redis.conn()] {
+        let _: () = redis::cmd("SADD")
+            .arg("w")
+            .arg(&["x", "y", "z", "1"])
+            .query(conn)
+            .unwrap();
+        let _: () = redis::cmd("SADD")
+            .arg("v")
+            .arg(&["y", "q"])
+            .query(conn)
+            .unwrap();
+    }
+    for cmd in [
+        &["SMEMBERS", "w"][..],
+        &["SUNION", "w", "v"],
+        &["SDIFF", "w", "v"],
+        &["SINTER", "w", "v"],
+    ] {
+        let get = |c: &mut Connection| {
+            let mut v: Vec<String> = redis::cmd(cmd[0]).arg(&cmd[1..]).query(c).unwrap();
+            v.sort();
+            v
+        };
+        assert_eq!(get(&mut strata.conn()), get(&mut redis.conn()), "{cmd:?}");
+    }
+    // SPOP and SRANDMEMBER draw members of the set, distinct or repeated as the count says.
+    let mut c = strata.conn();
+    let picks: Vec<String> = redis::cmd("SRANDMEMBER")
+        .arg("w")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(picks.iter().collect::<BTreeSet<_>>().len(), 4);
+    let picks: Vec<String> = redis::cmd("SRANDMEMBER")
+        .arg("w")
+        .arg(-10)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(picks.len(), 10);
+    assert!(picks
+        .iter()
+        .all(|p| ["x", "y", "z", "1"].contains(&p.as_str())));
+    let popped: Vec<String> = redis::cmd("SPOP").arg("w").arg(3).query(&mut c).unwrap();
+    assert_eq!(popped.len(), 3);
+    let left: i64 = redis::cmd("SCARD").arg("w").query(&mut c).unwrap();
+    assert_eq!(left, 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(bool, u8, Vec<u8>),
+    Pop(bool, u8, Option<u8>),
+    Range(u8, i8, i8),
+    Index(u8, i8),
+    Set(u8, i8, u8),
+    Rem(u8, i8, u8),
+    Trim(u8, i8, i8),
+    Insert(u8, bool, u8, u8),
+    Move(u8, u8, bool, bool),
+    SAdd(u8, Vec<u8>),
+    SRem(u8, Vec<u8>),
+    SIsMember(u8, u8),
+    SCard(u8),
+    SMembers(u8),
+    SCombine(u8, u8, u8),
+    SMove(u8, u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0u8..3;
+    let v = 0u8..4;
+    prop_oneof![
+        (
+            any::<bool>(),
+            k.clone(),
+            prop::collection::vec(v.clone(), 1..4)
+        )
+            .prop_map(|(l, k, v)| Op::Push(l, k, v)),
+        (any::<bool>(), k.clone(), prop::option::of(0u8..4)).prop_map(|(l, k, c)| Op::Pop(l, k, c)),
+        (k.clone(), -5i8..5, -5i8..5).prop_map(|(k, a, b)| Op::Range(k, a, b)),
+        (k.clone(), -5i8..5).prop_map(|(k, i)| Op::Index(k, i)),
+        (k.clone(), -5i8..5, v.clone()).prop_map(|(k, i, v)| Op::Set(k, i, v)),
+        (k.clone(), -3i8..3, v.clone()).prop_map(|(k, c, v)| Op::Rem(k, c, v)),
+        (k.clone(), -5i8..5, -5i8..5).prop_map(|(k, a, b)| Op::Trim(k, a, b)),
+        (k.clone(), any::<bool>(), v.clone(), v.clone())
+            .prop_map(|(k, a, p, v)| Op::Insert(k, a, p, v)),
+        (k.clone(), k.clone(), any::<bool>(), any::<bool>())
+            .prop_map(|(a, b, f, t)| Op::Move(a, b, f, t)),
+        (k.clone(), prop::collection::vec(v.clone(), 1..4)).prop_map(|(k, v)| Op::SAdd(k, v)),
+        (k.clone(), prop::collection::vec(v.clone(), 1..3)).prop_map(|(k, v)| Op::SRem(k, v)),
+        (k.clone(), v.clone()).prop_map(|(k, v)| Op::SIsMember(k, v)),
+        k.clone().prop_map(Op::SCard),
+        k.clone().prop_map(Op::SMembers),
+        (0u8..3, k.clone(), k.clone()).prop_map(|(o, a, b)| Op::SCombine(o, a, b)),
+        (k.clone(), k.clone(), v.clone()).prop_map(|(a, b, v)| Op::SMove(a, b, v)),
+    ]
+}
+
+/// What a reply means, independent of protocol details.
+#[derive(Debug, PartialEq, Clone)]
+enum R {
+    Int(i64),
+    Str(String),
+    Nil,
+    List(Vec<R>),
+    Err,
+    Ok,
+}
+
+fn norm(v: Value) -> R {
+    match v {
+        Value::Int(i) => R::Int(i),
+        Value::BulkString(b) => R::Str(String::from_utf8_lossy(&b).into_owned()),
+        Value::SimpleString(s) if s == "OK" => R::Ok,
+        Value::Okay => R::Ok,
+        Value::SimpleString(s) => R::Str(s),
+        Value::Nil => R::Nil,
+        Value::Array(a) | Value::Set(a) => R::List(a.into_iter().map(norm).collect()),
+        Value::ServerError(_) => R::Err,
+        other => R::Str(format!("{other:?}")),
+    }
+}
+
+#[derive(Default)]
+struct Model {
+    lists: HashMap<u8, VecDeque<u8>>,
+    sets: HashMap<u8, BTreeSet<u8>>,
+}
+
+fn lkey(k: u8) -> String {
+    format!("l{k}")
+}
+fn skey(k: u8) -> String {
+    format!("s{k}")
+}
+fn s(v: u8) -> R {
+    R::Str(v.to_string())
+}
+
+fn span(a: i8, b: i8, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let (mut a, mut b) = (a as i64, b as i64);
+    if a < 0 {
+        a += len;
+    }
+    if b < 0 {
+        b += len;
+    }
+    if a < 0 {
+        a = 0;
+    }
+    if a > b || a >= len {
+        return None;
+    }
+    Some((a as usize, b.min(len - 1) as usize))
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) -> (Vec<String>, R) {
+        let mut cmd: Vec<String>;
+        let reply = match op.clone() {
+            Op::Push(left, k, vals) => {
+                cmd = vec![if left { "LPUSH" } else { "RPUSH" }.into(), lkey(k)];
+                let l = self.lists.entry(k).or_default();
+                for v in vals {
+                    cmd.push(v.to_string());
+                    if left {
+                        l.push_front(v)
+                    } else {
+                        l.push_back(v)
+                    }
+                }
+                R::Int(l.len() as i64)
+            }
+            Op::Pop(left, k, count) => {
+                cmd = vec![if left { "LPOP" } else { "RPOP" }.into(), lkey(k)];
+                if let Some(c) = count {
+                    cmd.push(c.to_string());
+                }
+                let l = self.lists.entry(k).or_default();
+                let exists = !l.is_empty();
+                let n = count.unwrap_or(1) as usize;
+                let mut got = Vec::new();
+                for _ in 0..n {
+                    if let Some(v) = if left { l.pop_front() } else { l.pop_back() } {
+                        got.push(s(v));
+                    }
+                }
+                match (count, exists) {
+                    (_, false) => R::Nil,
+                    (None, true) => got.pop().unwrap_or(R::Nil),
+                    (Some(_), true) => R::List(got),
+                }
+            }
+            Op::Range(k, a, b) => {
+                cmd = vec!["LRANGE".into(), lkey(k), a.to_string(), b.to_string()];
+                let l = self.lists.entry(k).or_default();
+                R::List(match span(a, b, l.len()) {
+                    None => vec![],
+                    Some((x, y)) => l.range(x..=y).map(|v| s(*v)).collect(),
+                })
+            }
+            Op::Index(k, i) => {
+                cmd = vec!["LINDEX".into(), lkey(k), i.to_string()];
+                let l = self.lists.entry(k).or_default();
+                let i = if i < 0 {
+                    l.len() as i64 + i as i64
+                } else {
+                    i as i64
+                };
+                l.get(i as usize)
+                    .filter(|_| i >= 0)
+                    .map_or(R::Nil, |v| s(*v))
+            }
+            Op::Set(k, i, v) => {
+                cmd = vec!["LSET".into(), lkey(k), i.to_string(), v.to_string()];
+                let l = self.lists.entry(k).or_default();
+                let i = if i < 0 {
+                    l.len() as i64 + i as i64
+                } else {
+                    i as i64
+                };
+                match l.get_mut(i as usize).filter(|_| i >= 0) {
+                    Some(x) => {
+                        *x = v;
+                        R::Ok
+                    }
+                    None => R::Err,
+                }
+            }
+            Op::Rem(k, c, v) => {
+                cmd = vec!["LREM".into(), lkey(k), c.to_string(), v.to_string()];
+                let l = self.lists.entry(k).or_default();
+                let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i] == v).collect();
+                if c < 0 {
+                    idx.reverse();
+                }
+                if c != 0 {
+                    idx.truncate(c.unsigned_abs() as usize);
+                }
+                idx.sort_unstable_by(|a, b| b.cmp(a));
+                for &i in &idx {
+                    l.remove(i);
+                }
+                R::Int(idx.len() as i64)
+            }
+            Op::Trim(k, a, b) => {
+                cmd = vec!["LTRIM".into(), lkey(k), a.to_string(), b.to_string()];
+                let l = self.lists.entry(k).or_default();
+                *l = match span(a, b, l.len()) {
+                    None => VecDeque::new(),
+                    Some((x, y)) => l.range(x..=y).copied().collect(),
+                };
+                R::Ok
+            }
+            Op::Insert(k, after, p, v) => {
+                cmd = vec![
+                    "LINSERT".into(),
+                    lkey(k),
+                    if after { "AFTER" } else { "BEFORE" }.into(),
+                    p.to_string(),
+                    v.to_string(),
+                ];
+                let l = self.lists.entry(k).or_default();
+                if l.is_empty() {
+                    R::Int(0)
+                } else {
+                    match l.iter().position(|x| *x == p) {
+                        None => R::Int(-1),
+                        Some(i) => {
+                            l.insert(if after { i + 1 } else { i }, v);
+                            R::Int(l.len() as i64)
+                        }
+                    }
+                }
+            }
+            Op::Move(a, b, from_left, to_left) => {
+                let side = |l: bool| if l { "LEFT" } else { "RIGHT" }.to_string();
+                cmd = vec![
+                    "LMOVE".into(),
+                    lkey(a),
+                    lkey(b),
+                    side(from_left),
+                    side(to_left),
+                ];
+                let src = self.lists.entry(a).or_default();
+                match if from_left {
+                    src.pop_front()
+                } else {
+                    src.pop_back()
+                } {
+                    None => R::Nil,
+                    Some(v) => {
+                        let dst = self.lists.entry(b).or_default();
+                        if to_left {
+                            dst.push_front(v)
+                        } else {
+                            dst.push_back(v)
+                        }
+                        s(v)
+                    }
+                }
+            }
+            Op::SAdd(k, vals) => {
+                cmd = vec!["SADD".into(), skey(k)];
+                let set = self.sets.entry(k).or_default();
+                let mut n = 0;
+                for v in vals {
+                    cmd.push(v.to_string());
+                    n += set.insert(v) as i64;
+                }
+                R::Int(n)
+            }
+            Op::SRem(k, vals) => {
+                cmd = vec!["SREM".into(), skey(k)];
+                let set = self.sets.entry(k).or_default();
+                let mut n = 0;
+                for v in vals {
+                    cmd.push(v.to_string());
+                    n += set.remove(&v) as i64;
+                }
+                R::Int(n)
+            }
+            Op::SIsMember(k, v) => {
+                cmd = vec!["SISMEMBER".into(), skey(k), v.to_string()];
+                R::Int(self.sets.entry(k).or_default().contains(&v) as i64)
+            }
+            Op::SCard(k) => {
+                cmd = vec!["SCARD".into(), skey(k)];
+                R::Int(self.sets.entry(k).or_default().len() as i64)
+            }
+            Op::SMembers(k) => {
+                cmd = vec!["SMEMBERS".into(), skey(k)];
+                // Integer members: Redis's intset order (ascending) is what BTreeSet gives.
+                R::List(
+                    self.sets
+                        .entry(k)
+                        .or_default()
+                        .iter()
+                        .map(|v| s(*v))
+                        .collect(),
+                )
+            }
+            Op::SCombine(o, a, b) => {
+                let name = ["SINTER", "SUNION", "SDIFF"][o as usize];
+                cmd = vec![name.into(), skey(a), skey(b)];
+                let x = self.sets.get(&a).cloned().unwrap_or_default();
+                let y = self.sets.get(&b).cloned().unwrap_or_default();
+                let r: BTreeSet<u8> = match o {
+                    0 => x.intersection(&y).copied().collect(),
+                    1 => x.union(&y).copied().collect(),
+                    _ => x.difference(&y).copied().collect(),
+                };
+                R::List(r.iter().map(|v| s(*v)).collect())
+            }
+            Op::SMove(a, b, v) => {
+                cmd = vec!["SMOVE".into(), skey(a), skey(b), v.to_string()];
+                let moved = self.sets.entry(a).or_default().remove(&v);
+                if moved {
+                    self.sets.entry(b).or_default().insert(v);
+                }
+                R::Int(moved as i64)
+            }
+        };
+        (cmd, reply)
+    }
+}
+
+thread_local! {
+    static SERVER: Strata = Strata::start();
+}
+
+// Model-based test: random command sequences agree with a reference model.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn lists_and_sets_agree_with_a_reference_model(ops in prop::collection::vec(op(), 1..60)) {
+        SERVER.with(|server| {
+            let mut c = server.conn();
+            let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+            let mut model = Model::default();
+            for op in &ops {
+                let (cmd, want) = model.apply(op);
+                let got = match redis::cmd(&cmd[0]).arg(&cmd[1..]).query::<Value>(&mut c) {
+                    Ok(v) => norm(v),
+                    Err(_) => R::Err,
+                };
+                prop_assert_eq!(&got, &want, "{:?}", cmd);
+            }
+            Ok(())
+        })?;
+    }
+}
