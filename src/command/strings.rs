@@ -156,9 +156,12 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let key = &args[1];
     let val = &args[2];
     let out = &mut *ctx.out;
-    ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
+    let store = &ctx.app.store;
+    store.access(ctx.session.db, key, ctx.now, |slot| {
         let old = string_of(slot);
         if get {
+            // SET ... GET reads the key first, and counts as a lookup like GET.
+            store.count_lookup(slot.exists());
             old.clone()?;
         }
         let exists = slot.exists();
