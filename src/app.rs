@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::observe::metrics::{mirror, Metrics};
 use crate::observe::slowlog::SlowLog;
 use crate::server::clients::Clients;
+use crate::server::pubsub::PubSub;
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub struct App {
     pub metrics: Metrics,
     pub slowlog: SlowLog,
     pub scripts: Scripts,
+    pub pubsub: PubSub,
     pub started: Instant,
     pub started_ms: u64,
     /// Resident memory of the process when it started (INFO's used_memory baseline).
@@ -47,6 +49,7 @@ impl App {
             metrics: Metrics::default(),
             slowlog: SlowLog::default(),
             scripts: Scripts::default(),
+            pubsub: PubSub::default(),
             started: Instant::now(),
             started_ms: crate::command::unix_ms(),
             startup_rss: crate::command::server::rss_bytes(),
@@ -75,6 +78,10 @@ impl App {
             .max_len
             .store(c.server.slowlog_max_len, Ordering::Relaxed);
         crate::server::raise_nofile(c.server.maxclients);
+        self.pubsub.limit.store(
+            c.server.client_output_buffer_limit_pubsub.0 as usize,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn shutdown(&self) {

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub client_output_buffer_limit: ByteSize,
     /// A client whose pending output cannot be written for this many seconds is disconnected.
     pub client_output_stall_s: u64,
+    /// A pub/sub subscriber with more than this many bytes of messages not yet written is
+    /// disconnected (0 = no limit), as Redis's pubsub output-buffer class.
+    pub client_output_buffer_limit_pubsub: ByteSize,
     /// Commands slower than this many microseconds enter the slow log (negative = off).
     pub slowlog_log_slower_than: i64,
     /// Entries kept in the slow log.
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             client_query_buffer_limit: ByteSize(1024 * 1024 * 1024),
             client_output_buffer_limit: ByteSize(1024 * 1024 * 1024),
             client_output_stall_s: 60,
+            client_output_buffer_limit_pubsub: ByteSize(32 * 1024 * 1024),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,

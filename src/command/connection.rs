@@ -187,6 +187,13 @@ pub fn container_without_subcommand(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdRes
 }
 
 pub fn ping(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    if args.len() <= 2 && !ctx.session.resp3 && ctx.session.subscriptions() > 0 {
+        // Subscribed RESP2 clients read pushes, so PING answers in that shape.
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out.bulk(args.get(1).map_or(&b""[..], |a| &a[..]));
+        return Ok(());
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(&args[1]),
@@ -328,6 +335,7 @@ pub fn quit(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
 
 pub fn reset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
     super::transactions::unwatch_all(ctx.app, ctx.session);
+    super::pubsub::unsubscribe_all(ctx.app, ctx.session);
     ctx.session.multi = None;
     ctx.session.select(0);
     ctx.session.resp3 = false;

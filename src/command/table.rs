@@ -4,7 +4,8 @@
 //! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
 
 use super::{
-    connection as conn, hashes, keys, lists, scripting, server, sets, strings, transactions as tx,
+    connection as conn, hashes, keys, lists, pubsub, scripting, server, sets, strings,
+    transactions as tx,
 };
 use super::{CmdResult, Ctx};
 use bytes::Bytes;
@@ -29,6 +30,7 @@ pub const NOQUEUE: u32 = 1 << 10;
 /// Needs the whole store to itself (the exclusive gate), whatever its keys.
 pub const EXCLUSIVE: u32 = 1 << 11;
 pub const RANDOM: u32 = 1 << 12;
+pub const PUBSUB: u32 = 1 << 13;
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (WRITE, "write"),
@@ -42,6 +44,7 @@ const FLAG_NAMES: &[(u32, &str)] = &[
     (STALE, "stale"),
     (NO_MULTI, "no_multi"),
     (RANDOM, "random"),
+    (PUBSUB, "pubsub"),
 ];
 
 pub struct Command {
@@ -277,6 +280,13 @@ pub static COMMANDS: &[Command] = &[
     cmd("move", 3, WRITE | FAST | EXCLUSIVE, KEY1, S_KEY, "generic", "Moves a key to another database.", keys::move_),
     cmd("copy", -3, W | EXCLUSIVE, (1, 2, 1), S_KEY, "generic", "Copies the value of a key to a new key.", keys::copy),
     container("object", -2, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
+    // Pub/sub
+    cmd("subscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Listens for messages published to channels.", pubsub::subscribe),
+    cmd("unsubscribe", -1, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Stops listening to messages posted to channels.", pubsub::unsubscribe),
+    cmd("psubscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Listens for messages published to channels that match one or more patterns.", pubsub::psubscribe),
+    cmd("punsubscribe", -1, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Stops listening to messages published to channels that match one or more patterns.", pubsub::punsubscribe),
+    cmd("publish", 3, PUBSUB | LOADING | STALE | FAST, NOKEY, &["pubsub", "fast"], "pubsub", "Posts a message to a channel.", pubsub::publish),
+    container("pubsub", -2, &["pubsub"], "pubsub", "A container for Pub/Sub commands.", pubsub::PUBSUB),
     // Transactions
     cmd("multi", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, NOKEY, S_TX, "transactions", "Starts a transaction.", tx::multi),
     cmd("exec", 1, NOSCRIPT | LOADING | STALE | NOQUEUE | EXCLUSIVE, NOKEY, S_TX, "transactions", "Executes all commands in a transaction.", tx::exec),

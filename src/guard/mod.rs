@@ -8,9 +8,28 @@ use crate::command::table::{Command, DENYOOM, NO_AUTH};
 use crate::server::session::Session;
 use bytes::Bytes;
 
+/// What a RESP2 connection may send while it has subscriptions.
+const SUBSCRIBED_MODE: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "psubscribe",
+    "punsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+    "ping",
+    "quit",
+    "reset",
+];
+
 pub fn admit(app: &App, session: &Session, c: &Command, _args: &[Bytes]) -> Result<(), CmdError> {
     if !session.authenticated && !c.flag(NO_AUTH) {
         return Err(NOAUTH);
+    }
+    if !session.resp3 && session.subscriptions() > 0 && !SUBSCRIBED_MODE.contains(&c.name) {
+        return Err(CmdError::msg(format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            c.name
+        )));
     }
     if c.flag(DENYOOM) && app.store.maxmemory() > 0 {
         // Evicting changes the keyspace: it waits for (and never interleaves with) any

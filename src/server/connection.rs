@@ -9,10 +9,11 @@
 //! the read.
 
 use super::frame::Framer;
+use super::pubsub::Mailbox;
 use super::reply::Reply;
 use super::session::{ClientInfo, Session};
 use crate::app::App;
-use crate::command::{self, transactions};
+use crate::command::{self, pubsub, transactions};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ async fn flush(
     stream: &mut TcpStream,
     out: &mut Reply,
     lim: &Limits,
+    info: &ClientInfo,
 ) -> Result<(), Close> {
     if out.is_empty() {
         return Ok(());
@@ -69,10 +71,16 @@ async fn flush(
     if out.len() > lim.output_limit {
         return Err(Close::OutputLimit);
     }
-    match tokio::time::timeout(lim.stall, stream.write_all(&out.buf)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Close::Io(e)),
-        Err(_) => return Err(Close::OutputStall),
+    // A client that does not read is cut off by CLIENT KILL (or the pub/sub backlog limit)
+    // even while its write is blocked.
+    let write = tokio::time::timeout(lim.stall, stream.write_all(&out.buf));
+    tokio::select! {
+        r = write => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Close::Io(e)),
+            Err(_) => return Err(Close::OutputStall),
+        },
+        _ = info.kill.notified() => return Err(Close::Killed),
     }
     app.metrics.net_output_bytes.inc_by(out.len() as u64);
     out.buf.clear();
@@ -85,20 +93,29 @@ async fn flush(
 pub async fn serve(app: Arc<App>, mut stream: TcpStream, info: Arc<ClientInfo>) {
     let authenticated = app.config.read().server.requirepass.is_empty();
     let mut session = Session::new(info.clone(), authenticated);
+    let mut mailbox = Mailbox::new(info.clone());
+    session.subscriber = Some(mailbox.subscriber.clone());
     let mut out = Reply::new(false);
-    let reason = run(&app, &mut stream, &mut session, &mut out).await;
+    let reason = run(&app, &mut stream, &mut session, &mut out, &mut mailbox).await;
     // A protocol error is reported to the client before closing, as Redis does.
     if let Close::Protocol(msg) = &reason {
         out.error(&format!("ERR Protocol error: {msg}"));
         let lim = limits(&app);
-        let _ = flush(&app, &mut stream, &mut out, &lim).await;
+        let _ = flush(&app, &mut stream, &mut out, &lim, &info).await;
     }
     tracing::debug!(client = info.id, ?reason, "connection closed");
     transactions::unwatch_all(&app, &mut session);
+    pubsub::unsubscribe_all(&app, &mut session);
     app.clients.unregister(info.id);
 }
 
-async fn run(app: &App, stream: &mut TcpStream, session: &mut Session, out: &mut Reply) -> Close {
+async fn run(
+    app: &App,
+    stream: &mut TcpStream,
+    session: &mut Session,
+    out: &mut Reply,
+    mailbox: &mut Mailbox,
+) -> Close {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let max_bulk = app.config.read().server.proto_max_bulk_len.0 as usize;
     let mut framer = Framer::new(max_bulk);
@@ -123,6 +140,22 @@ async fn run(app: &App, stream: &mut TcpStream, session: &mut Session, out: &mut
             },
             _ = info.kill.notified() => return Close::Killed,
             _ = shutdown.changed() => return Close::Shutdown,
+            Some(msg) = mailbox.rx.recv() => {
+                // Published messages for this subscriber: write them (and any queued behind).
+                let mut n = msg.len();
+                out.raw(&msg);
+                while out.len() < FLUSH_AT {
+                    let Ok(m) = mailbox.rx.try_recv() else { break };
+                    n += m.len();
+                    out.raw(&m);
+                }
+                let r = flush(app, stream, out, &lim, &info).await;
+                mailbox.written(n);
+                if let Err(c) = r {
+                    return c;
+                }
+                continue;
+            }
         };
         if n == 0 {
             return Close::Eof;
@@ -137,7 +170,7 @@ async fn run(app: &App, stream: &mut TcpStream, session: &mut Session, out: &mut
                 Ok(Some(a)) => a,
                 Ok(None) => break,
                 Err(e) => {
-                    if let Err(c) = flush(app, stream, out, &lim).await {
+                    if let Err(c) = flush(app, stream, out, &lim, &info).await {
                         return c;
                     }
                     return Close::Protocol(e.0);
@@ -145,11 +178,11 @@ async fn run(app: &App, stream: &mut TcpStream, session: &mut Session, out: &mut
             };
             command::execute(app, session, out, args);
             if session.close {
-                let _ = flush(app, stream, out, &lim).await;
+                let _ = flush(app, stream, out, &lim, &info).await;
                 return Close::Quit;
             }
             if out.len() >= FLUSH_AT {
-                if let Err(c) = flush(app, stream, out, &lim).await {
+                if let Err(c) = flush(app, stream, out, &lim, &info).await {
                     return c;
                 }
             }
@@ -157,7 +190,7 @@ async fn run(app: &App, stream: &mut TcpStream, session: &mut Session, out: &mut
         if rbuf.len() > lim.query_limit {
             return Close::QueryBufferLimit;
         }
-        if let Err(c) = flush(app, stream, out, &lim).await {
+        if let Err(c) = flush(app, stream, out, &lim, &info).await {
             return c;
         }
         if rbuf.is_empty() && rbuf.capacity() > SHRINK_ABOVE {

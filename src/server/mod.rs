@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod connection;
 pub mod frame;
+pub mod pubsub;
 pub mod reply;
 pub mod session;
 

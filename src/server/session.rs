@@ -5,6 +5,7 @@
 //! The fields other connections may read (CLIENT LIST, CLIENT KILL) live in the shared
 //! [`ClientInfo`]; everything else is private to the connection's task.
 
+use super::pubsub::Subscriber;
 use crate::cache::store::WatchFlag;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -74,6 +75,11 @@ pub struct Session {
     /// Set by QUIT (and fatal errors): close once the replies are written.
     pub close: bool,
     pub info: Arc<ClientInfo>,
+    /// This connection's pub/sub outbox (None for the sessions scripts run on).
+    pub subscriber: Option<Arc<Subscriber>>,
+    /// Subscribed channels and patterns, in subscription order.
+    pub channels: Vec<Bytes>,
+    pub patterns: Vec<Bytes>,
 }
 
 impl Session {
@@ -88,7 +94,15 @@ impl Session {
             watch_flag: Arc::new(AtomicBool::new(false)),
             close: false,
             info,
+            subscriber: None,
+            channels: Vec::new(),
+            patterns: Vec::new(),
         }
+    }
+
+    /// Channels plus patterns this connection is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len()
     }
 
     pub fn id(&self) -> u64 {

@@ -1341,12 +1341,45 @@ def test_maxclients():
         srv.stop()
 
 
-@pytest.mark.skip(reason="pub/sub is not implemented in Strata yet")
 def test_pubsub(r, strata, protocol):
     p = r.pubsub()
     p.subscribe("chan")
-    wait_until(lambda: p.get_message(timeout=0.1), message="subscribe confirmation")
-    assert r.publish("chan", "hello") == 1
-    msg = wait_until(lambda: p.get_message(timeout=0.1), message="published message")
-    assert msg["type"] == "message" and msg["data"] == b"hello"
+    p.psubscribe("ch*")
+    for _ in range(2):
+        wait_until(lambda: p.get_message(timeout=0.1), message="subscribe confirmation")
+    assert r.pubsub_numsub("chan") == [(b"chan", 1)]
+    assert r.pubsub_numpat() == 1
+    assert b"chan" in r.pubsub_channels()
+    # One direct subscriber and one pattern subscriber on the same connection: 2 receivers.
+    assert r.publish("chan", "hello") == 2
+    got = [wait_until(lambda: p.get_message(timeout=0.1), message="published message") for _ in range(2)]
+    kinds = sorted((m["type"], m["data"]) for m in got)
+    assert kinds == [("message", b"hello"), ("pmessage", b"hello")]
+    assert [m["pattern"] for m in got if m["type"] == "pmessage"] == [b"ch*"]
+    assert r.publish("nobody", "x") == 0
+    p.unsubscribe("chan")
+    p.punsubscribe("ch*")
+    for _ in range(2):
+        wait_until(lambda: p.get_message(timeout=0.1), message="unsubscribe confirmation")
+    assert r.publish("chan", "again") == 0
     p.close()
+
+
+def test_pubsub_resp2_subscribed_mode_rules(strata):
+    import socket
+    s = socket.create_connection(("127.0.0.1", strata.port))
+    s.sendall(b"SUBSCRIBE a\r\nGET x\r\nPING\r\nUNSUBSCRIBE\r\nGET x\r\n")
+    want = (b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+            b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+            b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"
+            b"$-1\r\n")
+    got = b""
+    s.settimeout(5)
+    while len(got) < len(want):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    assert got == want

@@ -216,6 +216,8 @@ impl Drop for RedisServer {
 /// A raw TCP client: send exact bytes, read exact replies.
 pub struct Raw {
     pub stream: TcpStream,
+    /// Bytes read past the last complete reply (pipelined replies, pub/sub pushes).
+    pending: Vec<u8>,
 }
 
 impl Raw {
@@ -224,7 +226,10 @@ impl Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        Raw { stream }
+        Raw {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -252,11 +257,11 @@ impl Raw {
 
     /// Reads one complete RESP reply (any type, RESP2 or RESP3) and returns its bytes.
     pub fn reply(&mut self) -> Vec<u8> {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.pending);
         let mut chunk = [0u8; 65536];
         loop {
             if let Some(n) = resp_len(&buf) {
-                buf.truncate(n);
+                self.pending = buf.split_off(n);
                 return buf;
             }
             match self.stream.read(&mut chunk) {
