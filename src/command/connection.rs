@@ -419,7 +419,10 @@ fn client_line(c: &ClientInfo, now: u64) -> String {
         if c.multi.load(Ordering::Relaxed) { "x" } else { "N" },
         c.db.load(Ordering::Relaxed),
         if c.multi.load(Ordering::Relaxed) { 0 } else { -1 },
-        c.last_cmd.lock(),
+        match c.last_cmd.load(Ordering::Relaxed) {
+            0 => "NULL",
+            i => REGISTRY.full_names[i - 1].as_str(),
+        },
         c.resp.load(Ordering::Relaxed),
         String::from_utf8_lossy(&lib.0),
         String::from_utf8_lossy(&lib.1),

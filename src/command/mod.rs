@@ -155,7 +155,10 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
             return;
         }
     }
-    *session.info.last_cmd.lock() = REGISTRY.full_names[idx].as_str();
+    session
+        .info
+        .last_cmd
+        .store(idx + 1, std::sync::atomic::Ordering::Relaxed);
     let exclusive = needs_exclusive(c, args.len());
     let store = &app.store;
     let _gate = if exclusive {

@@ -9,7 +9,7 @@ use super::{
 };
 use super::{CmdResult, Ctx};
 use bytes::Bytes;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::LazyLock;
 
 pub type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult;

@@ -32,7 +32,8 @@ pub struct ClientInfo {
     pub db: AtomicUsize,
     pub name: Mutex<Bytes>,
     pub lib: Mutex<(Bytes, Bytes)>,
-    pub last_cmd: Mutex<&'static str>,
+    /// Registry index + 1 of the last command run (0 = none yet); one relaxed store per command.
+    pub last_cmd: AtomicUsize,
     pub resp: AtomicUsize,
     pub multi: AtomicBool,
     pub killed: AtomicBool,
@@ -50,7 +51,7 @@ impl ClientInfo {
             db: AtomicUsize::new(0),
             name: Mutex::new(Bytes::new()),
             lib: Mutex::new((Bytes::new(), Bytes::new())),
-            last_cmd: Mutex::new("NULL"),
+            last_cmd: AtomicUsize::new(0),
             resp: AtomicUsize::new(2),
             multi: AtomicBool::new(false),
             killed: AtomicBool::new(false),
