@@ -2197,25 +2197,7 @@ const DIFFERENTIAL: &[&str] = &[
 fn replies_are_byte_identical_to_redis() {
     let strata = Strata::start();
     let redis = RedisServer::start();
-    let mut a = redis.raw();
-    let mut b = strata.raw();
-    let mut diffs = Vec::new();
-    for line in DIFFERENTIAL {
-        let args: Vec<Vec<u8>> = line
-            .split(' ')
-            .map(|w| w.replace("\\s", " ").into_bytes())
-            .collect();
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        let want = a.call(&args);
-        let got = b.call(&args);
-        if want != got {
-            diffs.push(format!(
-                "{line}\n    redis:  {:?}\n    strata: {:?}",
-                String::from_utf8_lossy(&want),
-                String::from_utf8_lossy(&got)
-            ));
-        }
-    }
+    let diffs = support::differing_replies(&mut redis.raw(), &mut strata.raw(), DIFFERENTIAL);
     assert!(
         diffs.is_empty(),
         "{} of {} replies differ from redis-server:\n{}",

@@ -112,27 +112,11 @@ const SCRIPT: &[&str] = &[
     "LPUSH",
 ];
 
-fn call(c: &mut support::Raw, line: &str) -> Vec<u8> {
-    let args: Vec<&[u8]> = line.split(' ').map(|w| w.as_bytes()).collect();
-    c.call(&args)
-}
-
 #[test]
 fn set_and_list_replies_are_byte_identical_to_redis() {
     let strata = Strata::start();
     let redis = RedisServer::start();
-    let (mut a, mut b) = (redis.raw(), strata.raw());
-    let mut diffs = Vec::new();
-    for line in SCRIPT {
-        let (want, got) = (call(&mut a, line), call(&mut b, line));
-        if want != got {
-            diffs.push(format!(
-                "{line}\n    redis:  {:?}\n    strata: {:?}",
-                String::from_utf8_lossy(&want),
-                String::from_utf8_lossy(&got)
-            ));
-        }
-    }
+    let diffs = support::differing_replies(&mut redis.raw(), &mut strata.raw(), SCRIPT);
     assert!(
         diffs.is_empty(),
         "{} replies differ:\n{}",

@@ -78,6 +78,19 @@ pub fn float(s: &[u8]) -> Result<f64, CmdError> {
     parse_f64(s).ok_or(NOT_FLOAT)
 }
 
+/// The optional COUNT of LPOP/RPOP/SPOP (`cmd key [count]`), with Redis's error text.
+pub fn pop_count(args: &[bytes::Bytes]) -> Result<Option<usize>, CmdError> {
+    let bad = CmdError::new("ERR value is out of range, must be positive");
+    match args.len() {
+        2 => Ok(None),
+        3 => match parse_i64(&args[2]) {
+            Some(c) if c >= 0 => Ok(Some(c as usize)),
+            _ => Err(bad),
+        },
+        _ => Err(super::error::SYNTAX),
+    }
+}
+
 /// Case-insensitive comparison of an argument with an option word.
 pub fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())

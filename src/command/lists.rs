@@ -4,14 +4,11 @@
 //! The blocking variants (BLPOP, BRPOP, BLMOVE) are not here yet: they need the connection to
 //! wait on a key, which the dispatcher does not offer so far.
 
-use super::args::{int, is};
+use super::args::{int, is, pop_count};
 use super::error::{CmdError, CmdResult, NO_SUCH_KEY, SYNTAX};
 use super::{typed, Ctx};
 use crate::cache::value::ListValue;
 use bytes::Bytes;
-
-const OUT_OF_RANGE_POSITIVE: CmdError =
-    CmdError::new("ERR value is out of range, must be positive");
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -65,17 +62,7 @@ pub fn rpushx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 fn pop(ctx: &mut Ctx<'_>, args: &[Bytes], end: End) -> CmdResult {
-    let count = match args.len() {
-        2 => None,
-        3 => {
-            let c = int(&args[2]).map_err(|_| OUT_OF_RANGE_POSITIVE)?;
-            if c < 0 {
-                return Err(OUT_OF_RANGE_POSITIVE);
-            }
-            Some(c as usize)
-        }
-        _ => return Err(SYNTAX),
-    };
+    let count = pop_count(args)?;
     let popped = typed::update(ctx, &args[1], |l: &mut ListValue| {
         let n = count.unwrap_or(1).min(l.len());
         Ok((0..n)

@@ -5,7 +5,7 @@
 //! Multi-key commands run under the exclusive gate (the table's key positions say so), so a
 //! SINTERSTORE reads its inputs and writes its destination atomically.
 
-use super::args::{int, is};
+use super::args::{int, is, pop_count};
 use super::error::{CmdError, CmdResult, SYNTAX};
 use super::keys::{parse_cursor, scan_opts};
 use super::{typed, Ctx};
@@ -16,9 +16,6 @@ use crate::server::reply::Reply;
 use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::Rng;
-
-const OUT_OF_RANGE_POSITIVE: CmdError =
-    CmdError::new("ERR value is out of range, must be positive");
 
 fn write_members(out: &mut Reply, members: &[&[u8]]) {
     out.set(members.len());
@@ -71,17 +68,7 @@ pub fn scard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn spop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let count = match args.len() {
-        2 => None,
-        3 => {
-            let c = int(&args[2]).map_err(|_| OUT_OF_RANGE_POSITIVE)?;
-            if c < 0 {
-                return Err(OUT_OF_RANGE_POSITIVE);
-            }
-            Some(c as usize)
-        }
-        _ => return Err(SYNTAX),
-    };
+    let count = pop_count(args)?;
     let popped = typed::update(ctx, &args[1], |s: &mut SetValue| {
         let mut rng = rand::rng();
         let n = count.unwrap_or(1).min(s.len());

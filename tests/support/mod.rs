@@ -299,6 +299,28 @@ impl Raw {
     }
 }
 
+/// Sends each space-separated command line (`\\s` stands for a space inside an argument) to
+/// both servers and returns a description of every reply that differs (empty: identical).
+pub fn differing_replies(redis: &mut Raw, strata: &mut Raw, lines: &[&str]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for line in lines {
+        let args: Vec<Vec<u8>> = line
+            .split(' ')
+            .map(|w| w.replace("\\s", " ").into_bytes())
+            .collect();
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        let (want, got) = (redis.call(&args), strata.call(&args));
+        if want != got {
+            diffs.push(format!(
+                "{line}\n    redis:  {:?}\n    strata: {:?}",
+                String::from_utf8_lossy(&want),
+                String::from_utf8_lossy(&got)
+            ));
+        }
+    }
+    diffs
+}
+
 /// RESP multibulk encoding of a command.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut v = format!("*{}\r\n", args.len()).into_bytes();
