@@ -28,6 +28,9 @@ pub struct App {
     pub slowlog: SlowLog,
     pub scripts: Scripts,
     pub pubsub: PubSub,
+    /// Clients waiting in a blocking command (INFO blocked_clients), and their order per key.
+    pub blocked_clients: std::sync::atomic::AtomicUsize,
+    pub block_queues: crate::server::blocking::BlockQueues,
     pub started: Instant,
     pub started_ms: u64,
     /// Resident memory of the process when it started (INFO's used_memory baseline).
@@ -50,6 +53,8 @@ impl App {
             slowlog: SlowLog::default(),
             scripts: Scripts::default(),
             pubsub: PubSub::default(),
+            blocked_clients: Default::default(),
+            block_queues: Default::default(),
             started: Instant::now(),
             started_ms: crate::command::unix_ms(),
             startup_rss: crate::command::server::rss_bytes(),

@@ -12,6 +12,7 @@ mod support;
 use proptest::prelude::*;
 use redis::{Connection, Value};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
 use support::{RedisServer, Strata};
 
 const SCRIPT: &[&str] = &[
@@ -110,6 +111,16 @@ const SCRIPT: &[&str] = &[
     "OBJECT ENCODING l",
     "LPUSH str a",
     "LPUSH",
+    "BLPOP q x",
+    "BLPOP q -1",
+    "BLPOP nolist 0.01",
+    "BRPOP nolist l2 0.01",
+    "BLMOVE nolist l2 LEFT LEFT 0.01",
+    "BLMOVE l2 l3 LEFT RIGHT 1",
+    "BLPOP str 0.01",
+    "MULTI",
+    "BLPOP nolist 0",
+    "EXEC",
 ];
 
 #[test]
@@ -175,6 +186,127 @@ fn hashtable_sets_hold_the_same_members_as_redis() {
     assert_eq!(popped.len(), 3);
     let left: i64 = redis::cmd("SCARD").arg("w").query(&mut c).unwrap();
     assert_eq!(left, 1);
+}
+
+fn blpop_in_thread(port: u16, keys: &[&str], timeout: &str) -> std::thread::JoinHandle<Value> {
+    let mut args: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    args.push(timeout.to_string());
+    std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("BLPOP").arg(&args).query(&mut c).unwrap()
+    })
+}
+
+fn blocked_clients(c: &mut Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("clients").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn blocked_clients_are_served_in_order_by_pushes_from_other_connections() {
+    let strata = Strata::start();
+    let mut c = strata.conn();
+    let first = blpop_in_thread(strata.port, &["jobs"], "10");
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 1
+    ));
+    let second = blpop_in_thread(strata.port, &["other", "jobs"], "10");
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 2
+    ));
+    let _: () = redis::cmd("RPUSH")
+        .arg("jobs")
+        .arg("a")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    let as_pair = |v: Value| norm(v);
+    assert_eq!(
+        as_pair(first.join().unwrap()),
+        R::List(vec![R::Str("jobs".into()), R::Str("a".into())])
+    );
+    assert_eq!(
+        as_pair(second.join().unwrap()),
+        R::List(vec![R::Str("jobs".into()), R::Str("b".into())])
+    );
+    assert_eq!(blocked_clients(&mut c), 0);
+    let len: i64 = redis::cmd("LLEN").arg("jobs").query(&mut c).unwrap();
+    assert_eq!(len, 0);
+}
+
+#[test]
+fn blocking_timeouts_disconnects_and_blmove() {
+    let strata = Strata::start();
+    let mut c = strata.conn();
+    // A timeout answers nil after about the time asked for.
+    let t = std::time::Instant::now();
+    let v: Value = redis::cmd("BLPOP")
+        .arg("empty")
+        .arg("0.2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, Value::Nil);
+    assert!(
+        t.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t.elapsed()
+    );
+    // A blocked client that disconnects is forgotten; the server keeps serving.
+    let mut raw = strata.raw();
+    raw.cmd(&[b"BLPOP", b"gone", b"0"]);
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 1
+    ));
+    drop(raw);
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 0
+    ));
+    let _: () = redis::cmd("RPUSH")
+        .arg("gone")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let len: i64 = redis::cmd("LLEN").arg("gone").query(&mut c).unwrap();
+    assert_eq!(len, 1, "nobody should have taken the element");
+    // BLMOVE waits for its source and moves the element.
+    let port = strata.port;
+    let mover = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("BLMOVE")
+            .arg(&["src", "dst", "LEFT", "RIGHT", "10"])
+            .query::<Value>(&mut c)
+            .unwrap()
+    });
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 1
+    ));
+    let _: () = redis::cmd("LPUSH")
+        .arg("src")
+        .arg("m")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(norm(mover.join().unwrap()), R::Str("m".into()));
+    let dst: Vec<String> = redis::cmd("LRANGE")
+        .arg("dst")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(dst, vec!["m".to_string()]);
 }
 
 #[derive(Debug, Clone)]

@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         let before = out.len();
-        strata::command::execute(&app, &mut session, &mut out, args);
+        strata::command::execute(&app, &mut session, &mut out, &args);
         if out.len() > before {
             assert!(out.buf.ends_with(b"\r\n"), "a reply was left unterminated");
         }

@@ -28,8 +28,27 @@ use std::sync::Arc;
 /// Shards per database. A power of two; enough that two worker threads rarely meet.
 pub const SHARDS: usize = 32;
 
-/// A flag a WATCHing client holds; the store sets it when a watched key is modified.
-pub type WatchFlag = Arc<AtomicBool>;
+/// What a WATCHing (or blocked) client holds for its keys: the store marks it dirty and wakes
+/// its waiter when a watched key is modified, expires or is flushed.
+#[derive(Default)]
+pub struct Watch {
+    pub dirty: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Watch {
+    pub fn fire(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Resolves once a watched key has changed (at once if it changed since the last wait).
+    pub async fn changed(&self) {
+        self.wake.notified().await
+    }
+}
+
+pub type WatchFlag = Arc<Watch>;
 
 /// Counters the store keeps for INFO and /metrics.
 #[derive(Default)]
@@ -136,7 +155,7 @@ impl Shard {
         if !self.watchers.is_empty() {
             if let Some(flags) = self.watchers.get(key) {
                 for f in flags {
-                    f.store(true, Ordering::Release);
+                    f.fire();
                 }
             }
         }
@@ -315,7 +334,7 @@ impl Shard {
             let h = self.hasher.hash_one(&key[..]);
             if self.find(h, key).is_some() {
                 for f in &self.watchers[key] {
-                    f.store(true, Ordering::Release);
+                    f.fire();
                 }
             }
         }
@@ -563,7 +582,7 @@ impl Store {
                     let h = watching.hasher.hash_one(&key[..]);
                     if watching.find(h, key).is_some() || other.find(h, key).is_some() {
                         for f in flags {
-                            f.store(true, Ordering::Release);
+                            f.fire();
                         }
                     }
                 }
@@ -907,16 +926,16 @@ mod tests {
     #[test]
     fn watch_flag_set_on_write_and_expiry() {
         let s = Store::new(1);
-        let f: WatchFlag = Arc::new(AtomicBool::new(false));
+        let f: WatchFlag = Arc::new(Watch::default());
         s.watch(0, b"w", &f);
         s.read(0, b"w", 0, |_| ());
-        assert!(!f.load(Ordering::Acquire));
+        assert!(!f.dirty.load(Ordering::Acquire));
         set(&s, b"w", b"1", 0);
-        assert!(f.load(Ordering::Acquire));
+        assert!(f.dirty.load(Ordering::Acquire));
         s.unwatch(0, b"w", &f);
-        f.store(false, Ordering::Release);
+        f.dirty.store(false, Ordering::Release);
         set(&s, b"w", b"2", 0);
-        assert!(!f.load(Ordering::Acquire));
+        assert!(!f.dirty.load(Ordering::Acquire));
     }
 
     #[test]

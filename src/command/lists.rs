@@ -338,6 +338,82 @@ pub fn rpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     lmove_generic(ctx, &args[1], &args[2], End::Right, End::Left)
 }
 
+/// The timeout of a blocking command: seconds, fractions allowed; 0 waits forever.
+fn block_timeout(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
+    let secs = super::args::parse_f64(arg)
+        .filter(|v| v.is_finite())
+        .ok_or(CmdError::new("ERR timeout is not a float or out of range"))?;
+    if secs < 0.0 {
+        return Err(CmdError::new("ERR timeout is negative"));
+    }
+    Ok((secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs.min(1e9))))
+}
+
+/// Nothing to serve yet: inside MULTI or a script a blocking command answers at once (as
+/// Redis does); otherwise the connection waits on `keys` and runs the command again.
+fn block_on(ctx: &mut Ctx<'_>, keys: &[Bytes], timeout: Option<std::time::Duration>) {
+    if ctx.in_exec || ctx.in_script {
+        ctx.out.null_array();
+        return;
+    }
+    ctx.session.block = Some(crate::server::session::Block {
+        keys: keys.to_vec(),
+        deadline: timeout.map(|t| std::time::Instant::now() + t),
+    });
+}
+
+fn bpop(ctx: &mut Ctx<'_>, args: &[Bytes], end: End) -> CmdResult {
+    let timeout = block_timeout(&args[args.len() - 1])?;
+    let keys = &args[1..args.len() - 1];
+    for key in keys {
+        let popped = typed::update(ctx, key, |l: &mut ListValue| {
+            Ok(match end {
+                End::Left => l.pop_front(),
+                End::Right => l.pop_back(),
+            })
+        })?
+        .flatten();
+        if let Some(v) = popped {
+            ctx.out.array(2);
+            ctx.out.bulk(key);
+            ctx.out.bulk(&v);
+            return Ok(());
+        }
+    }
+    block_on(ctx, keys, timeout);
+    Ok(())
+}
+
+pub fn blpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    bpop(ctx, args, End::Left)
+}
+
+pub fn brpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    bpop(ctx, args, End::Right)
+}
+
+fn bmove(ctx: &mut Ctx<'_>, src: &Bytes, dst: &[u8], from: End, to: End, t: &[u8]) -> CmdResult {
+    let timeout = block_timeout(t)?;
+    let has = typed::read(ctx, src, |l: Option<&ListValue>, _| {
+        l.is_some_and(|l| !l.is_empty())
+    })?;
+    if has {
+        return lmove_generic(ctx, src, dst, from, to);
+    }
+    block_on(ctx, std::slice::from_ref(src), timeout);
+    Ok(())
+}
+
+pub fn blmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let from = end_of(&args[3])?;
+    let to = end_of(&args[4])?;
+    bmove(ctx, &args[1], &args[2], from, to, &args[5])
+}
+
+pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    bmove(ctx, &args[1], &args[2], End::Right, End::Left, &args[3])
+}
+
 #[cfg(test)]
 mod tests {
     use super::{index, range};

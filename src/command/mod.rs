@@ -114,11 +114,11 @@ fn needs_exclusive(c: &Command, argc: usize) -> bool {
 }
 
 /// Runs one client request: the full admission path, then the handler.
-pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Bytes>) {
+pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]) {
     if args.is_empty() {
         return;
     }
-    let idx = match resolve(&args) {
+    let idx = match resolve(args) {
         Ok(i) => i,
         Err(e) => {
             app.metrics.error_replies.inc();
@@ -139,7 +139,7 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
         }
     };
     let c = REGISTRY.all[idx];
-    if let Err(e) = crate::guard::admit(app, session, c, &args) {
+    if let Err(e) = crate::guard::admit(app, session, c, args) {
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
@@ -150,7 +150,7 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
     }
     if let Some(m) = session.multi.as_mut() {
         if !c.flag(NOQUEUE) {
-            m.queued.push(args);
+            m.queued.push(args.to_vec());
             out.simple("QUEUED");
             return;
         }
@@ -174,7 +174,7 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: Vec<Byte
         in_script: false,
         in_exec: false,
     };
-    call(&mut ctx, idx, &args);
+    call(&mut ctx, idx, args);
 }
 
 /// Runs a resolved, admitted command with the gate already held; records its statistics.

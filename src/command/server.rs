@@ -237,9 +237,10 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             s,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
             app.clients.count(),
-            cfg.server.maxclients
+            cfg.server.maxclients,
+            app.blocked_clients.load(Ordering::Relaxed)
         );
     }
     if want("memory") {
@@ -250,7 +251,7 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
         let rss = rss_bytes();
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{used}\r\nused_memory_startup:{}\r\nused_memory_dataset:{dataset}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{used}\r\nused_memory_startup:{}\r\nused_memory_dataset:{dataset}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\nused_memory_lua:{}\r\nnumber_of_cached_scripts:{}\r\n\r\n",
             human(used),
             human(rss),
             app.startup_rss,
@@ -258,6 +259,8 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
             human(store.maxmemory()),
             store.policy().name(),
             if used > 0 { rss as f64 / used as f64 } else { 1.0 },
+            app.scripts.used_memory(),
+            app.scripts.count(),
         );
     }
     if want("persistence") {

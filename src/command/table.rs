@@ -31,6 +31,7 @@ pub const NOQUEUE: u32 = 1 << 10;
 pub const EXCLUSIVE: u32 = 1 << 11;
 pub const RANDOM: u32 = 1 << 12;
 pub const PUBSUB: u32 = 1 << 13;
+pub const BLOCKING: u32 = 1 << 14;
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (WRITE, "write"),
@@ -45,6 +46,7 @@ const FLAG_NAMES: &[(u32, &str)] = &[
     (NO_MULTI, "no_multi"),
     (RANDOM, "random"),
     (PUBSUB, "pubsub"),
+    (BLOCKING, "blocking"),
 ];
 
 pub struct Command {
@@ -253,6 +255,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("lpos", -3, READONLY, KEY1, S_LIST, "list", "Returns the index of matching elements in a list.", lists::lpos),
     cmd("lmove", 5, W, (1, 2, 1), S_LIST, "list", "Returns an element after popping it from one list and pushing it to another.", lists::lmove),
     cmd("rpoplpush", 3, W, (1, 2, 1), S_LIST, "list", "Returns the last element of a list after removing and pushing it to another list.", lists::rpoplpush),
+    cmd("blpop", -3, WRITE | BLOCKING, (1, -2, 1), S_LIST, "list", "Removes and returns the first element in a list. Blocks until an element is available otherwise.", lists::blpop),
+    cmd("brpop", -3, WRITE | BLOCKING, (1, -2, 1), S_LIST, "list", "Removes and returns the last element in a list. Blocks until an element is available otherwise.", lists::brpop),
+    cmd("blmove", 6, W | BLOCKING, (1, 2, 1), S_LIST, "list", "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise.", lists::blmove),
+    cmd("brpoplpush", 4, W | BLOCKING, (1, 2, 1), S_LIST, "list", "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise.", lists::brpoplpush),
     // Keys
     cmd("del", -2, WRITE, ALLKEYS, S_KEY, "generic", "Deletes one or more keys.", keys::del),
     cmd("unlink", -2, WRITE | FAST, ALLKEYS, S_KEY, "generic", "Asynchronously deletes one or more keys.", keys::del),

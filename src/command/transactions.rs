@@ -24,15 +24,15 @@ pub fn unwatch_all(app: &App, session: &mut Session) {
     for (db, key) in session.watched.drain(..) {
         app.store.unwatch(db, &key, &session.watch_flag);
     }
-    session.watch_flag.store(false, Ordering::Release);
+    session.watch_flag.dirty.store(false, Ordering::Release);
 }
 
 fn end_multi(ctx: &mut Ctx<'_>) -> Option<MultiState> {
     ctx.session.info.multi.store(false, Ordering::Relaxed);
     let m = ctx.session.multi.take();
-    let dirty = ctx.session.watch_flag.load(Ordering::Acquire);
+    let dirty = ctx.session.watch_flag.dirty.load(Ordering::Acquire);
     unwatch_all(ctx.app, ctx.session);
-    ctx.session.watch_flag.store(dirty, Ordering::Release);
+    ctx.session.watch_flag.dirty.store(dirty, Ordering::Release);
     m
 }
 
@@ -56,7 +56,7 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
     let Some(m) = end_multi(ctx) else {
         return Err(CmdError::new("ERR EXEC without MULTI"));
     };
-    let dirty = ctx.session.watch_flag.swap(false, Ordering::AcqRel);
+    let dirty = ctx.session.watch_flag.dirty.swap(false, Ordering::AcqRel);
     if m.aborted {
         return Err(CmdError::new(
             "EXECABORT Transaction discarded because of previous errors.",
@@ -83,7 +83,7 @@ pub fn discard(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
     if end_multi(ctx).is_none() {
         return Err(CmdError::new("ERR DISCARD without MULTI"));
     }
-    ctx.session.watch_flag.store(false, Ordering::Release);
+    ctx.session.watch_flag.dirty.store(false, Ordering::Release);
     ctx.out.ok();
     Ok(())
 }

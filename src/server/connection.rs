@@ -11,8 +11,9 @@
 use super::frame::Framer;
 use super::pubsub::Mailbox;
 use super::reply::Reply;
-use super::session::{ClientInfo, Session};
+use super::session::{Block, ClientInfo, Session};
 use crate::app::App;
+use crate::cache::store::{Watch, WatchFlag};
 use crate::command::{self, pubsub, transactions};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
@@ -88,6 +89,65 @@ async fn flush(
         out.buf = Vec::with_capacity(16 * 1024);
     }
     Ok(())
+}
+
+/// Waits until a blocking command (BLPOP, BLMOVE, ...) can be served, its timeout passes, or
+/// the client goes away. The command is run again whenever one of its keys changes; other
+/// commands the client pipelined behind it wait, as in Redis.
+async fn wait_blocked(
+    app: &App,
+    stream: &mut TcpStream,
+    session: &mut Session,
+    out: &mut Reply,
+    rbuf: &mut BytesMut,
+    args: &[bytes::Bytes],
+    block: Block,
+) -> Result<(), Close> {
+    let flag: WatchFlag = Arc::new(Watch::default());
+    let db = session.db;
+    for k in &block.keys {
+        app.store.watch(db, k, &flag);
+    }
+    app.blocked_clients.fetch_add(1, Ordering::Relaxed);
+    let ticket = app.block_queues.enter(db, &block.keys, &flag);
+    let info = session.info.clone();
+    let mut shutdown = app.shutdown_signal();
+    let result = loop {
+        // Registered first, tried second: a push between the first attempt and the
+        // registration is not missed. Clients that blocked earlier on a key go first.
+        if app.block_queues.may_try(db, &block.keys, ticket) {
+            command::execute(app, session, out, args);
+            if session.block.take().is_none() {
+                break Ok(());
+            }
+        }
+        let deadline = async {
+            match block.deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = flag.changed() => continue,
+            _ = deadline => {
+                out.null_array();
+                break Ok(());
+            }
+            _ = info.kill.notified() => break Err(Close::Killed),
+            _ = shutdown.changed() => break Err(Close::Shutdown),
+            r = stream.read_buf(rbuf) => match r {
+                Ok(0) => break Err(Close::Eof),
+                Ok(_) => continue,
+                Err(e) => break Err(Close::Io(e)),
+            },
+        }
+    };
+    for k in &block.keys {
+        app.store.unwatch(db, k, &flag);
+    }
+    app.block_queues.leave(db, &block.keys, ticket);
+    app.blocked_clients.fetch_sub(1, Ordering::Relaxed);
+    result
 }
 
 pub async fn serve(app: Arc<App>, mut stream: TcpStream, info: Arc<ClientInfo>) {
@@ -176,7 +236,17 @@ async fn run(
                     return Close::Protocol(e.0);
                 }
             };
-            command::execute(app, session, out, args);
+            command::execute(app, session, out, &args);
+            if let Some(block) = session.block.take() {
+                // Replies so far go out before this client starts waiting.
+                if let Err(c) = flush(app, stream, out, &lim, &info).await {
+                    return c;
+                }
+                let waited = wait_blocked(app, stream, session, out, &mut rbuf, &args, block).await;
+                if let Err(c) = waited {
+                    return c;
+                }
+            }
             if session.close {
                 let _ = flush(app, stream, out, &lim, &info).await;
                 return Close::Quit;

@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT or SHUTDOWN. Knows nothing about data types: it hands argument vectors to
 //! `command::execute`.
 
+pub mod blocking;
 pub mod clients;
 pub mod connection;
 pub mod frame;

@@ -41,9 +41,13 @@ impl Reply {
         self.buf.extend_from_slice(b"+OK\r\n");
     }
 
+    /// A status reply; CR and LF would end it early, so they become spaces (as in `error`).
     pub fn simple(&mut self, s: &str) {
         self.buf.push(b'+');
-        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.extend(
+            s.bytes()
+                .map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+        );
         self.buf.extend_from_slice(b"\r\n");
     }
 

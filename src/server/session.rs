@@ -14,6 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// A blocking command (BLPOP, ...) that found nothing: the keys it waits on and until when.
+pub struct Block {
+    pub keys: Vec<Bytes>,
+    pub deadline: Option<std::time::Instant>,
+}
+
 /// Commands queued between MULTI and EXEC.
 #[derive(Default)]
 pub struct MultiState {
@@ -81,6 +87,8 @@ pub struct Session {
     /// Subscribed channels and patterns, in subscription order.
     pub channels: Vec<Bytes>,
     pub patterns: Vec<Bytes>,
+    /// Set by a blocking command that must wait; the connection waits and runs it again.
+    pub block: Option<Block>,
 }
 
 impl Session {
@@ -92,12 +100,13 @@ impl Session {
             user: "default".into(),
             multi: None,
             watched: Vec::new(),
-            watch_flag: Arc::new(AtomicBool::new(false)),
+            watch_flag: Arc::new(Default::default()),
             close: false,
             info,
             subscriber: None,
             channels: Vec::new(),
             patterns: Vec::new(),
+            block: None,
         }
     }
 
