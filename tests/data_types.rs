@@ -309,6 +309,113 @@ fn blocking_timeouts_disconnects_and_blmove() {
     assert_eq!(dst, vec!["m".to_string()]);
 }
 
+#[test]
+fn huge_counts_and_a_million_members_stay_bounded() {
+    let strata = Strata::start();
+    let mut c = strata.conn();
+    let _: () = redis::cmd("SADD")
+        .arg("s")
+        .arg(&["a", "b"])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("l")
+        .arg(&["a", "b"])
+        .query(&mut c)
+        .unwrap();
+    // A negative count asks for that many picks: refused before building a huge reply.
+    let e = redis::cmd("SRANDMEMBER")
+        .arg("s")
+        .arg(-1_000_000_000i64)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("client-output-buffer-limit"), "{e}");
+    let e = redis::cmd("HRANDFIELD")
+        .arg("h")
+        .arg(-1_000_000_000i64)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("client-output-buffer-limit"), "{e}");
+    // Counts larger than the collection are clamped, as Redis does.
+    let all: Vec<String> = redis::cmd("SPOP")
+        .arg("s")
+        .arg(i64::MAX)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let all: Vec<String> = redis::cmd("LRANGE")
+        .arg("l")
+        .arg(0)
+        .arg(i64::MAX)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(all, vec!["a", "b"]);
+    let pos: Vec<i64> = redis::cmd("LPOS")
+        .arg("l")
+        .arg("b")
+        .arg("COUNT")
+        .arg(i64::MAX)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(pos, vec![1]);
+    // A million-member set: built, counted, scanned, deleted; memory comes back.
+    let before = support::rss_kib(strata.pid());
+    for chunk in 0..100 {
+        let members: Vec<String> = (0..10_000)
+            .map(|i| format!("m{}", chunk * 10_000 + i))
+            .collect();
+        let _: () = redis::cmd("SADD")
+            .arg("big")
+            .arg(&members)
+            .query(&mut c)
+            .unwrap();
+    }
+    let n: i64 = redis::cmd("SCARD").arg("big").query(&mut c).unwrap();
+    assert_eq!(n, 1_000_000);
+    let is: i64 = redis::cmd("SISMEMBER")
+        .arg("big")
+        .arg("m999999")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(is, 1);
+    let mut cursor = 0u64;
+    let mut seen = 0usize;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SSCAN")
+            .arg("big")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(50_000)
+            .query(&mut c)
+            .unwrap();
+        seen += batch.len();
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, 1_000_000, "SSCAN returns every member once");
+    let usage: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("big")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        usage > 10_000_000,
+        "MEMORY USAGE of a million members: {usage}"
+    );
+    let _: () = redis::cmd("DEL").arg("big").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let dataset: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory_dataset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(dataset < 1 << 20, "dataset {dataset} bytes after DEL");
+    let grown = support::rss_kib(strata.pid()).saturating_sub(before);
+    assert!(grown < 1024 * 1024, "RSS grew {grown} KiB");
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Push(bool, u8, Vec<u8>),

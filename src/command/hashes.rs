@@ -200,6 +200,9 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         if c.unsigned_abs() > (i64::MAX / 2) as u64 {
             return Err(CmdError::new("ERR value is out of range"));
         }
+        if c < 0 {
+            super::reply_fits(ctx, c.unsigned_abs())?;
+        }
     }
     read(ctx, &args[1], |h, out| {
         let mut rng = rand::rng();

@@ -49,6 +49,18 @@ impl Ctx<'_> {
     }
 }
 
+/// Refuses a reply of `elements` elements that could not fit the client's output buffer limit
+/// (SRANDMEMBER/HRANDFIELD with a huge negative count would otherwise build gigabytes).
+pub fn reply_fits(ctx: &Ctx<'_>, elements: u64) -> Result<(), CmdError> {
+    let limit = ctx.app.config.read().server.client_output_buffer_limit.0;
+    if elements.saturating_mul(16) > limit {
+        return Err(CmdError::new(
+            "ERR reply would exceed client-output-buffer-limit",
+        ));
+    }
+    Ok(())
+}
+
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

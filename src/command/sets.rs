@@ -99,6 +99,9 @@ pub fn srandmember(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
             if c < -(i64::MAX / 2) {
                 return Err(CmdError::new("ERR value is out of range"));
             }
+            if c < 0 {
+                super::reply_fits(ctx, c.unsigned_abs())?;
+            }
             Some(c)
         }
         _ => return Err(SYNTAX),

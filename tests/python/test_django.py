@@ -415,6 +415,42 @@ def test_hash_helpers(backend):
     assert c.hexists("h", "f1") is False
 
 
+def test_set_helpers(backend):
+    """django-redis's set API (values are pickled/encoded by the client, so members are objects)."""
+    if not backend.is_django_redis:
+        pytest.skip("set helpers are django-redis API")
+    c = backend.cache
+    assert c.sadd("s1", "a", "b", "c") == 3
+    assert c.sadd("s1", "a") == 0
+    assert c.scard("s1") == 3
+    assert c.smembers("s1") == {"a", "b", "c"}
+    assert c.sismember("s1", "a") is True
+    assert c.sismember("s1", "z") is False
+    assert c.smismember("s1", "a", "z") == [True, False]
+    assert c.sadd("s2", "b", "c", "d") == 3
+    assert c.sinter("s1", "s2") == {"b", "c"}
+    assert c.sunion("s1", "s2") == {"a", "b", "c", "d"}
+    assert c.sdiff("s1", "s2") == {"a"}
+    assert c.sinterstore("s3", "s1", "s2") == 2
+    assert c.smembers("s3") == {"b", "c"}
+    assert c.sunionstore("s4", "s1", "s2") == 4
+    assert c.sdiffstore("s5", "s2", "s1") == 1
+    assert c.smembers("s5") == {"d"}
+    assert c.smove("s1", "s2", "a") is True
+    assert c.smove("s1", "s2", "nope") is False
+    assert c.sismember("s2", "a") is True
+    assert c.srandmember("s2") in {"a", "b", "c", "d"}
+    assert set(c.srandmember("s2", 2)) <= {"a", "b", "c", "d"}
+    popped = c.spop("s2")
+    assert popped in {"a", "b", "c", "d"} and c.scard("s2") == 3
+    assert c.srem("s2", *c.smembers("s2")) == 3
+    assert c.scard("s2") == 0
+    assert c.sadd("big", *range(300)) == 300
+    assert set(c.sscan_iter("big")) == set(range(300))
+    # Integers are stored as their digits (an intset), and one SSCAN returns an intset whole.
+    assert c.sscan("big") == set(range(300))
+
+
 # --------------------------------------------------------------------------------------------
 # Lock
 
