@@ -188,6 +188,113 @@ fn hashtable_sets_hold_the_same_members_as_redis() {
     assert_eq!(left, 1);
 }
 
+const ZSCRIPT: &[&str] = &[
+    "ZADD z 1 a 2 b 3 c",
+    "ZADD z 1.5 a 0.1 d",
+    "ZADD z NX 9 a 4 e",
+    "ZADD z XX CH 5 a 6 nope",
+    "ZADD z GT CH 1 a 7 b",
+    "ZADD z LT CH 9 c 0 c",
+    "ZADD z INCR 2 a",
+    "ZADD z INCR NX 2 a",
+    "ZADD z NX XX 1 a",
+    "ZADD z GT LT 1 a",
+    "ZADD z INCR 1 a 2 b",
+    "ZADD z 1",
+    "ZADD z nan a",
+    "ZADD z x a",
+    "ZADD z -inf lo +inf hi",
+    "ZRANGE z 0 -1 WITHSCORES",
+    "ZRANGE z 0 -1 REV",
+    "ZRANGE z -3 100",
+    "ZRANGE z 5 1",
+    "ZRANGE z (1 7 BYSCORE WITHSCORES",
+    "ZRANGE z 7 (1 BYSCORE REV",
+    "ZRANGE z -inf +inf BYSCORE LIMIT 1 2",
+    "ZRANGE z -inf +inf BYSCORE LIMIT -1 2",
+    "ZRANGE z 0 -1 LIMIT 1 2",
+    "ZRANGE z - + BYLEX WITHSCORES",
+    "ZRANGE z x y BYSCORE",
+    "ZRANGEBYSCORE z -inf +inf",
+    "ZRANGEBYSCORE z (0.1 5 WITHSCORES LIMIT 0 2",
+    "ZREVRANGEBYSCORE z +inf -inf WITHSCORES",
+    "ZREVRANGE z 0 1 WITHSCORES",
+    "ZREVRANGE z 0 1 FOO",
+    "ZCOUNT z -inf +inf",
+    "ZCOUNT z (1 3",
+    "ZCOUNT z a b",
+    "ZSCORE z a",
+    "ZSCORE z nope",
+    "ZMSCORE z a nope b",
+    "ZRANK z a",
+    "ZREVRANK z a",
+    "ZRANK z nope",
+    "ZCARD z",
+    "ZINCRBY z 2.5 d",
+    "ZINCRBY z x d",
+    "ZREM z nope d",
+    "ZPOPMIN z",
+    "ZPOPMAX z 2",
+    "ZPOPMIN z -1",
+    "ZPOPMIN nosuch",
+    "ZPOPMIN nosuch 2",
+    "ZADD l 0 a 0 b 0 c 0 d 0 e",
+    "ZRANGEBYLEX l - +",
+    "ZRANGEBYLEX l [b (d",
+    "ZRANGEBYLEX l (b + LIMIT 1 1",
+    "ZREVRANGEBYLEX l + [c",
+    "ZLEXCOUNT l [b [d",
+    "ZLEXCOUNT l b d",
+    "ZREMRANGEBYLEX l [a [b",
+    "ZRANGE l 0 -1",
+    "ZADD r 1 a 2 b 3 c 4 d 5 e",
+    "ZREMRANGEBYRANK r 0 1",
+    "ZREMRANGEBYSCORE r (4 +inf",
+    "ZRANGE r 0 -1 WITHSCORES",
+    "ZADD u1 1 a 2 b",
+    "ZADD u2 3 b 4 c",
+    "SADD us x b",
+    "ZUNIONSTORE out 2 u1 u2",
+    "ZRANGE out 0 -1 WITHSCORES",
+    "ZUNIONSTORE out 3 u1 u2 us WEIGHTS 1 2 10 AGGREGATE MAX",
+    "ZRANGE out 0 -1 WITHSCORES",
+    "ZINTERSTORE out 2 u1 u2 AGGREGATE MIN",
+    "ZRANGE out 0 -1 WITHSCORES",
+    "ZINTERSTORE out 2 u1 nosuch",
+    "EXISTS out",
+    "ZUNIONSTORE out 0 u1",
+    "ZUNIONSTORE out 3 u1",
+    "ZUNIONSTORE out 1 u1 WEIGHTS x",
+    "ZUNIONSTORE out 1 u1 AGGREGATE AVG",
+    "SET str x",
+    "ZADD str 1 a",
+    "ZUNIONSTORE out 1 str",
+    "ZSCAN u1 0",
+    "TYPE u1",
+    "OBJECT ENCODING u1",
+];
+
+#[test]
+fn sorted_set_replies_are_byte_identical_to_redis() {
+    let strata = Strata::start();
+    let redis = RedisServer::start();
+    for resp3 in [false, true] {
+        let (mut a, mut b) = (redis.raw(), strata.raw());
+        let _ = (a.call(&[b"FLUSHALL"]), b.call(&[b"FLUSHALL"]));
+        if resp3 {
+            a.call(&[b"HELLO", b"3"]);
+            b.call(&[b"HELLO", b"3"]);
+        }
+        let diffs = support::differing_replies(&mut a, &mut b, ZSCRIPT);
+        assert!(
+            diffs.is_empty(),
+            "resp3={resp3}: {} replies differ:\n{}",
+            diffs.len(),
+            diffs.join("\n")
+        );
+    }
+}
+
 fn blpop_in_thread(port: u16, keys: &[&str], timeout: &str) -> std::thread::JoinHandle<Value> {
     let mut args: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     args.push(timeout.to_string());
@@ -434,6 +541,13 @@ enum Op {
     SMembers(u8),
     SCombine(u8, u8, u8),
     SMove(u8, u8, u8),
+    ZAdd(u8, i8, u8),
+    ZIncr(u8, i8, u8),
+    ZRem(u8, u8),
+    ZRank(u8, u8),
+    ZRange(u8, i8, i8),
+    ZPopMin(u8),
+    ZCount(u8, i8, i8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -463,6 +577,13 @@ fn op() -> impl Strategy<Value = Op> {
         k.clone().prop_map(Op::SMembers),
         (0u8..3, k.clone(), k.clone()).prop_map(|(o, a, b)| Op::SCombine(o, a, b)),
         (k.clone(), k.clone(), v.clone()).prop_map(|(a, b, v)| Op::SMove(a, b, v)),
+        (k.clone(), -3i8..3, v.clone()).prop_map(|(k, s, m)| Op::ZAdd(k, s, m)),
+        (k.clone(), -3i8..3, v.clone()).prop_map(|(k, s, m)| Op::ZIncr(k, s, m)),
+        (k.clone(), v.clone()).prop_map(|(k, m)| Op::ZRem(k, m)),
+        (k.clone(), v.clone()).prop_map(|(k, m)| Op::ZRank(k, m)),
+        (k.clone(), -5i8..5, -5i8..5).prop_map(|(k, a, b)| Op::ZRange(k, a, b)),
+        k.clone().prop_map(Op::ZPopMin),
+        (k.clone(), -4i8..4, -4i8..4).prop_map(|(k, a, b)| Op::ZCount(k, a, b)),
     ]
 }
 
@@ -495,6 +616,24 @@ fn norm(v: Value) -> R {
 struct Model {
     lists: HashMap<u8, VecDeque<u8>>,
     sets: HashMap<u8, BTreeSet<u8>>,
+    zsets: HashMap<u8, HashMap<u8, i64>>,
+}
+
+fn zkey(k: u8) -> String {
+    format!("z{k}")
+}
+
+impl Model {
+    /// The sorted set in Redis's order: by score, then by member.
+    fn zordered(&self, k: u8) -> Vec<(i64, u8)> {
+        let mut v: Vec<(i64, u8)> = self
+            .zsets
+            .get(&k)
+            .map(|z| z.iter().map(|(m, s)| (*s, *m)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
 }
 
 fn lkey(k: u8) -> String {
@@ -722,6 +861,66 @@ impl Model {
                     _ => x.difference(&y).copied().collect(),
                 };
                 R::List(r.iter().map(|v| s(*v)).collect())
+            }
+            Op::ZAdd(k, sc, m) => {
+                cmd = vec!["ZADD".into(), zkey(k), sc.to_string(), m.to_string()];
+                let z = self.zsets.entry(k).or_default();
+                R::Int(z.insert(m, sc as i64).is_none() as i64)
+            }
+            Op::ZIncr(k, by, m) => {
+                cmd = vec!["ZINCRBY".into(), zkey(k), by.to_string(), m.to_string()];
+                let z = self.zsets.entry(k).or_default();
+                let v = z.entry(m).or_insert(0);
+                *v += by as i64;
+                R::Str(v.to_string())
+            }
+            Op::ZRem(k, m) => {
+                cmd = vec!["ZREM".into(), zkey(k), m.to_string()];
+                let z = self.zsets.entry(k).or_default();
+                R::Int(z.remove(&m).is_some() as i64)
+            }
+            Op::ZRank(k, m) => {
+                cmd = vec!["ZRANK".into(), zkey(k), m.to_string()];
+                match self.zordered(k).iter().position(|(_, mm)| *mm == m) {
+                    Some(r) => R::Int(r as i64),
+                    None => R::Nil,
+                }
+            }
+            Op::ZRange(k, a, b) => {
+                cmd = vec![
+                    "ZRANGE".into(),
+                    zkey(k),
+                    a.to_string(),
+                    b.to_string(),
+                    "WITHSCORES".into(),
+                ];
+                let z = self.zordered(k);
+                R::List(match span(a, b, z.len()) {
+                    None => vec![],
+                    Some((x, y)) => z[x..=y]
+                        .iter()
+                        .flat_map(|(sc, m)| [s(*m), R::Str(sc.to_string())])
+                        .collect(),
+                })
+            }
+            Op::ZPopMin(k) => {
+                cmd = vec!["ZPOPMIN".into(), zkey(k)];
+                match self.zordered(k).first().copied() {
+                    None => R::List(vec![]),
+                    Some((sc, m)) => {
+                        self.zsets.entry(k).or_default().remove(&m);
+                        R::List(vec![s(m), R::Str(sc.to_string())])
+                    }
+                }
+            }
+            Op::ZCount(k, a, b) => {
+                cmd = vec!["ZCOUNT".into(), zkey(k), a.to_string(), format!("({b}")];
+                let n = self
+                    .zordered(k)
+                    .iter()
+                    .filter(|(sc, _)| *sc >= a as i64 && *sc < b as i64)
+                    .count();
+                R::Int(n as i64)
             }
             Op::SMove(a, b, v) => {
                 cmd = vec!["SMOVE".into(), skey(a), skey(b), v.to_string()];

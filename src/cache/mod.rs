@@ -2,5 +2,6 @@
 
 pub mod entry;
 pub mod glob;
+pub mod ranktree;
 pub mod store;
 pub mod value;

@@ -28,6 +28,7 @@ pub enum Object {
     Hash(HashValue),
     Set(SetValue),
     List(ListValue),
+    ZSet(ZSetValue),
 }
 
 /// Typed access to one kind of object, for the command families.
@@ -62,6 +63,7 @@ macro_rules! typed {
 typed!(HashValue, Hash);
 typed!(SetValue, Set);
 typed!(ListValue, List);
+typed!(ZSetValue, ZSet);
 
 impl Object {
     /// The name TYPE prints.
@@ -70,6 +72,7 @@ impl Object {
             Object::Hash(_) => "hash",
             Object::Set(_) => "set",
             Object::List(_) => "list",
+            Object::ZSet(_) => "zset",
         }
     }
 
@@ -82,6 +85,8 @@ impl Object {
             Object::Set(_) => "hashtable",
             // Redis 7.0 keeps every list in a quicklist.
             Object::List(_) => "quicklist",
+            Object::ZSet(z) if !z.skiplist => "listpack",
+            Object::ZSet(_) => "skiplist",
         }
     }
 
@@ -90,6 +95,7 @@ impl Object {
             Object::Hash(h) => 64 + h.bytes,
             Object::Set(s) => 64 + s.bytes,
             Object::List(l) => 64 + l.bytes,
+            Object::ZSet(z) => 64 + z.bytes + z.tree.capacity_bytes(),
         }
     }
 
@@ -99,6 +105,7 @@ impl Object {
             Object::Hash(h) => h.map.is_empty(),
             Object::Set(s) => s.members.is_empty(),
             Object::List(l) => l.items.is_empty(),
+            Object::ZSet(z) => z.scores.is_empty(),
         }
     }
 }
@@ -336,5 +343,84 @@ impl ListValue {
                 self.bytes = self.items.iter().map(|v| Self::cost(v)).sum();
             }
         }
+    }
+}
+
+/// Redis's zset-max-listpack-entries / -value: beyond either a sorted set is a skiplist.
+pub const ZSET_LISTPACK_MAX: usize = 128;
+
+/// A sorted set: member → score, plus the (score, member) order with ranks.
+#[derive(Default, Clone)]
+pub struct ZSetValue {
+    scores: IndexMap<Box<[u8]>, f64, foldhash::fast::RandomState>,
+    tree: super::ranktree::RankTree,
+    bytes: usize,
+    /// Redis converts a listpack sorted set to a skiplist once and never back.
+    skiplist: bool,
+}
+
+impl ZSetValue {
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        self.scores.get(member).copied()
+    }
+
+    /// Sets a member's score; returns the previous score, if any.
+    pub fn insert(&mut self, member: &[u8], score: f64) -> Option<f64> {
+        match self.scores.get_mut(member) {
+            Some(old) => {
+                let prev = *old;
+                if prev != score {
+                    *old = score;
+                    self.tree.remove(prev, member);
+                    self.tree.insert(score, member);
+                }
+                Some(prev)
+            }
+            None => {
+                self.scores.insert(member.into(), score);
+                self.tree.insert(score, member);
+                self.bytes += 2 * member.len() + ELEMENT_OVERHEAD + 40;
+                self.skiplist |=
+                    self.scores.len() > ZSET_LISTPACK_MAX || member.len() > LISTPACK_VALUE_MAX;
+                None
+            }
+        }
+    }
+
+    /// Removes a member; returns its score if it was there.
+    pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        let score = self.scores.swap_remove(member)?;
+        self.tree.remove(score, member);
+        self.bytes -= 2 * member.len() + ELEMENT_OVERHEAD + 40;
+        Some(score)
+    }
+
+    /// The element at a rank in ascending order.
+    pub fn at(&self, rank: usize) -> Option<(f64, &[u8])> {
+        self.tree.get(rank)
+    }
+
+    /// Number of elements ordered before the given (score, member).
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        let s = self.score(member)?;
+        Some(self.tree.rank_of((s, member)))
+    }
+
+    /// Number of leading elements (in order) for which `before` holds.
+    pub fn count_while(&self, before: impl Fn((f64, &[u8])) -> bool) -> usize {
+        self.tree.count_while(before)
+    }
+
+    /// Members and scores by insertion position (ZSCAN's cursor).
+    pub fn get_index(&self, i: usize) -> Option<(&[u8], f64)> {
+        self.scores.get_index(i).map(|(m, s)| (&m[..], *s))
     }
 }

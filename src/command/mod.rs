@@ -21,6 +21,7 @@ pub mod strings;
 pub mod table;
 pub mod transactions;
 pub mod typed;
+pub mod zsets;
 
 use crate::app::App;
 use crate::server::reply::Reply;

@@ -5,7 +5,7 @@
 
 use super::{
     connection as conn, hashes, keys, lists, pubsub, scripting, server, sets, strings,
-    transactions as tx,
+    transactions as tx, zsets,
 };
 use super::{CmdResult, Ctx};
 use bytes::Bytes;
@@ -160,6 +160,7 @@ const S_KEY: &[&str] = &["keyspace"];
 const S_HASH: &[&str] = &["hash"];
 const S_SET: &[&str] = &["set"];
 const S_LIST: &[&str] = &["list"];
+const S_ZSET: &[&str] = &["sortedset"];
 const S_CONN: &[&str] = &["connection"];
 const S_TX: &[&str] = &["transaction"];
 const S_SCRIPT: &[&str] = &["scripting"];
@@ -259,6 +260,31 @@ pub static COMMANDS: &[Command] = &[
     cmd("brpop", -3, WRITE | BLOCKING, (1, -2, 1), S_LIST, "list", "Removes and returns the last element in a list. Blocks until an element is available otherwise.", lists::brpop),
     cmd("blmove", 6, W | BLOCKING, (1, 2, 1), S_LIST, "list", "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise.", lists::blmove),
     cmd("brpoplpush", 4, W | BLOCKING, (1, 2, 1), S_LIST, "list", "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise.", lists::brpoplpush),
+    // Sorted sets
+    cmd("zadd", -4, WF, KEY1, S_ZSET, "sorted_set", "Adds one or more members to a sorted set, or updates their scores.", zsets::zadd),
+    cmd("zincrby", 4, WF, KEY1, S_ZSET, "sorted_set", "Increments the score of a member in a sorted set.", zsets::zincrby),
+    cmd("zrem", -3, WRITE | FAST, KEY1, S_ZSET, "sorted_set", "Removes one or more members from a sorted set.", zsets::zrem),
+    cmd("zcard", 2, RF, KEY1, S_ZSET, "sorted_set", "Returns the number of members in a sorted set.", zsets::zcard),
+    cmd("zscore", 3, RF, KEY1, S_ZSET, "sorted_set", "Returns the score of a member in a sorted set.", zsets::zscore),
+    cmd("zmscore", -3, RF, KEY1, S_ZSET, "sorted_set", "Returns the score of one or more members in a sorted set.", zsets::zmscore),
+    cmd("zrank", 3, RF, KEY1, S_ZSET, "sorted_set", "Returns the index of a member in a sorted set ordered by ascending scores.", zsets::zrank),
+    cmd("zrevrank", 3, RF, KEY1, S_ZSET, "sorted_set", "Returns the index of a member in a sorted set ordered by descending scores.", zsets::zrevrank),
+    cmd("zcount", 4, RF, KEY1, S_ZSET, "sorted_set", "Returns the count of members in a sorted set that have scores within a range.", zsets::zcount),
+    cmd("zlexcount", 4, RF, KEY1, S_ZSET, "sorted_set", "Returns the number of members in a sorted set within a lexicographical range.", zsets::zlexcount),
+    cmd("zrange", -4, READONLY, KEY1, S_ZSET, "sorted_set", "Returns members in a sorted set within a range of indexes.", zsets::zrange),
+    cmd("zrevrange", -4, READONLY, KEY1, S_ZSET, "sorted_set", "Returns members in a sorted set within a range of indexes in reverse order.", zsets::zrevrange),
+    cmd("zrangebyscore", -4, READONLY, KEY1, S_ZSET, "sorted_set", "Returns members in a sorted set within a range of scores.", zsets::zrangebyscore),
+    cmd("zrevrangebyscore", -4, READONLY, KEY1, S_ZSET, "sorted_set", "Returns members in a sorted set within a range of scores in reverse order.", zsets::zrevrangebyscore),
+    cmd("zrangebylex", -4, READONLY, KEY1, S_ZSET, "sorted_set", "Returns members in a sorted set within a lexicographical range.", zsets::zrangebylex),
+    cmd("zrevrangebylex", -4, READONLY, KEY1, S_ZSET, "sorted_set", "Returns members in a sorted set within a lexicographical range in reverse order.", zsets::zrevrangebylex),
+    cmd("zremrangebyrank", 4, WRITE, KEY1, S_ZSET, "sorted_set", "Removes members in a sorted set within a range of indexes.", zsets::zremrangebyrank),
+    cmd("zremrangebyscore", 4, WRITE, KEY1, S_ZSET, "sorted_set", "Removes members in a sorted set within a range of scores.", zsets::zremrangebyscore),
+    cmd("zremrangebylex", 4, WRITE, KEY1, S_ZSET, "sorted_set", "Removes members in a sorted set within a lexicographical range.", zsets::zremrangebylex),
+    cmd("zpopmin", -2, WRITE | FAST, KEY1, S_ZSET, "sorted_set", "Returns the lowest-scoring members from a sorted set after removing them.", zsets::zpopmin),
+    cmd("zpopmax", -2, WRITE | FAST, KEY1, S_ZSET, "sorted_set", "Returns the highest-scoring members from a sorted set after removing them.", zsets::zpopmax),
+    cmd("zunionstore", -4, W, ALLKEYS, S_ZSET, "sorted_set", "Stores the union of multiple sorted sets in a key.", zsets::zunionstore),
+    cmd("zinterstore", -4, W, ALLKEYS, S_ZSET, "sorted_set", "Stores the intersect of multiple sorted sets in a key.", zsets::zinterstore),
+    cmd("zscan", -3, READONLY | RANDOM, KEY1, S_ZSET, "sorted_set", "Iterates over members and scores of a sorted set.", zsets::zscan),
     // Keys
     cmd("del", -2, WRITE, ALLKEYS, S_KEY, "generic", "Deletes one or more keys.", keys::del),
     cmd("unlink", -2, WRITE | FAST, ALLKEYS, S_KEY, "generic", "Asynchronously deletes one or more keys.", keys::del),

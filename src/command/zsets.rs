@@ -1,0 +1,857 @@
+//! Sorted-set commands (ZADD with NX/XX/GT/LT/CH/INCR, ZRANGE in all its forms, ranks, score
+//! and lex ranges, pops, removals by range, ZUNIONSTORE/ZINTERSTORE, ZSCAN) with Redis 7.0's
+//! argument rules, error texts and score formatting (`%.17g`, `inf`).
+//!
+//! Ranges are turned into rank intervals on the set's order-statistic index
+//! (`cache::ranktree`), so every range costs O(log n) plus the elements it returns.
+
+use super::args::{int, is, parse_f64, parse_i64};
+use super::error::{CmdError, CmdResult, SYNTAX, WRONG_TYPE};
+use super::keys::{parse_cursor, scan_opts};
+use super::{typed, Ctx};
+use crate::cache::entry::{Entry, ValueRef};
+use crate::cache::glob::glob_match;
+use crate::cache::value::{Object, ZSetValue};
+use crate::server::reply::Reply;
+use bytes::Bytes;
+
+const NOT_FLOAT: CmdError = CmdError::new("ERR value is not a valid float");
+const MINMAX_FLOAT: CmdError = CmdError::new("ERR min or max is not a float");
+const MINMAX_LEX: CmdError = CmdError::new("ERR min or max not valid string range item");
+
+fn score(arg: &[u8]) -> Result<f64, CmdError> {
+    parse_f64(arg).ok_or(NOT_FLOAT)
+}
+
+/// One end of a score range: the value and whether it is exclusive (`(1.5`).
+fn score_bound(arg: &[u8]) -> Result<(f64, bool), CmdError> {
+    match arg.first() {
+        Some(b'(') => parse_f64(&arg[1..]).map(|v| (v, true)).ok_or(MINMAX_FLOAT),
+        _ => parse_f64(arg).map(|v| (v, false)).ok_or(MINMAX_FLOAT),
+    }
+}
+
+#[derive(Clone)]
+enum Lex {
+    Min,
+    Max,
+    Incl(Bytes),
+    Excl(Bytes),
+}
+
+fn lex_bound(arg: &Bytes) -> Result<Lex, CmdError> {
+    match arg.first() {
+        Some(b'-') if arg.len() == 1 => Ok(Lex::Min),
+        Some(b'+') if arg.len() == 1 => Ok(Lex::Max),
+        Some(b'[') => Ok(Lex::Incl(arg.slice(1..))),
+        Some(b'(') => Ok(Lex::Excl(arg.slice(1..))),
+        _ => Err(MINMAX_LEX),
+    }
+}
+
+/// A range of the order, as the predicates "before the start" and "not after the end".
+enum Span {
+    Score { min: (f64, bool), max: (f64, bool) },
+    Lex { min: Lex, max: Lex },
+}
+
+impl Span {
+    /// Rank interval [lo, hi) of the elements inside the span.
+    fn ranks(&self, z: &ZSetValue) -> (usize, usize) {
+        let (lo, hi) = match self {
+            Span::Score { min, max } => (
+                z.count_while(|(s, _)| s < min.0 || (min.1 && s <= min.0)),
+                z.count_while(|(s, _)| s < max.0 || (!max.1 && s <= max.0)),
+            ),
+            Span::Lex { min, max } => (
+                z.count_while(|(_, m)| match min {
+                    Lex::Min => false,
+                    Lex::Max => true,
+                    Lex::Incl(x) => m < &x[..],
+                    Lex::Excl(x) => m <= &x[..],
+                }),
+                z.count_while(|(_, m)| match max {
+                    Lex::Min => false,
+                    Lex::Max => true,
+                    Lex::Incl(x) => m <= &x[..],
+                    Lex::Excl(x) => m < &x[..],
+                }),
+            ),
+        };
+        (lo, hi.max(lo))
+    }
+}
+
+/// Redis's index arithmetic for ZRANGE/ZREMRANGEBYRANK; an inclusive rank interval or None.
+fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if stop < 0 { len + stop } else { stop };
+    if s < 0 {
+        s = 0;
+    }
+    if s > e || s >= len {
+        return None;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    Some((s as usize, e as usize))
+}
+
+fn write_elements(out: &mut Reply, elems: &[(f64, Vec<u8>)], withscores: bool) {
+    if withscores && out.resp3 {
+        out.array(elems.len());
+        for (s, m) in elems {
+            out.array(2);
+            out.bulk(m);
+            out.double(*s);
+        }
+        return;
+    }
+    out.array(elems.len() * if withscores { 2 } else { 1 });
+    for (s, m) in elems {
+        out.bulk(m);
+        if withscores {
+            out.double(*s);
+        }
+    }
+}
+
+// ZADD and friends
+
+pub fn zadd(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
+        (false, false, false, false, false, false);
+    let mut i = 2;
+    while i < args.len() {
+        let a = &args[i];
+        if is(a, "nx") {
+            nx = true;
+        } else if is(a, "xx") {
+            xx = true;
+        } else if is(a, "gt") {
+            gt = true;
+        } else if is(a, "lt") {
+            lt = true;
+        } else if is(a, "ch") {
+            ch = true;
+        } else if is(a, "incr") {
+            incr = true;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    let pairs = &args[i..];
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Err(SYNTAX);
+    }
+    if nx && xx {
+        return Err(CmdError::new(
+            "ERR XX and NX options at the same time are not compatible",
+        ));
+    }
+    if (nx && (gt || lt)) || (gt && lt) {
+        return Err(CmdError::new(
+            "ERR GT, LT, and/or NX options at the same time are not compatible",
+        ));
+    }
+    if incr && pairs.len() > 2 {
+        return Err(CmdError::new(
+            "ERR INCR option supports a single increment-element pair",
+        ));
+    }
+    let scores: Vec<f64> = pairs
+        .chunks(2)
+        .map(|p| score(&p[0]))
+        .collect::<Result<_, _>>()?;
+    let key = &args[1];
+    let opts = ZaddOpts {
+        nx,
+        xx,
+        gt,
+        lt,
+        incr,
+    };
+    let outcome = ctx.app.store.access(ctx.session.db, key, ctx.now, |slot| {
+        let exists = typed::in_slot::<ZSetValue>(slot)?.is_some();
+        if xx && !exists {
+            return Ok((0, 0, None));
+        }
+        typed::write_slot(slot, key, |z: &mut ZSetValue| {
+            let (mut added, mut changed, mut last) = (0, 0, None);
+            for (p, &s) in pairs.chunks(2).zip(&scores) {
+                match zadd_one(z, &p[1], s, &opts)? {
+                    Added::New(v) => {
+                        added += 1;
+                        last = Some(v);
+                    }
+                    Added::Changed(v) => {
+                        changed += 1;
+                        last = Some(v);
+                    }
+                    Added::Same(v) => last = Some(v),
+                    Added::Skipped => last = None,
+                }
+            }
+            Ok((added, changed, last))
+        })
+    })?;
+    let (added, changed, last) = outcome;
+    if incr {
+        match last {
+            Some(v) => ctx.out.double(v),
+            None => ctx.out.null(),
+        }
+    } else {
+        ctx.out.int(added + if ch { changed } else { 0 });
+    }
+    Ok(())
+}
+
+struct ZaddOpts {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+    incr: bool,
+}
+
+enum Added {
+    New(f64),
+    Changed(f64),
+    Same(f64),
+    Skipped,
+}
+
+fn zadd_one(z: &mut ZSetValue, member: &[u8], s: f64, o: &ZaddOpts) -> Result<Added, CmdError> {
+    match z.score(member) {
+        Some(cur) => {
+            if o.nx {
+                return Ok(Added::Skipped);
+            }
+            let new = if o.incr { cur + s } else { s };
+            if new.is_nan() {
+                return Err(CmdError::new("ERR resulting score is not a number (NaN)"));
+            }
+            if (o.gt && new <= cur) || (o.lt && new >= cur) {
+                return Ok(Added::Skipped);
+            }
+            if new == cur {
+                return Ok(Added::Same(cur));
+            }
+            z.insert(member, new);
+            Ok(Added::Changed(new))
+        }
+        None => {
+            if o.xx {
+                return Ok(Added::Skipped);
+            }
+            z.insert(member, s);
+            Ok(Added::New(s))
+        }
+    }
+}
+
+pub fn zincrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let by = score(&args[2])?;
+    let member = &args[3];
+    let opts = ZaddOpts {
+        nx: false,
+        xx: false,
+        gt: false,
+        lt: false,
+        incr: true,
+    };
+    let v = typed::write(ctx, &args[1], |z: &mut ZSetValue| {
+        match zadd_one(z, member, by, &opts)? {
+            Added::New(v) | Added::Changed(v) | Added::Same(v) => Ok(v),
+            Added::Skipped => Ok(f64::NAN),
+        }
+    })?;
+    ctx.out.double(v);
+    Ok(())
+}
+
+pub fn zrem(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let n = typed::update(ctx, &args[1], |z: &mut ZSetValue| {
+        Ok(args[2..].iter().filter(|m| z.remove(m).is_some()).count())
+    })?;
+    ctx.out.int(n.unwrap_or(0) as i64);
+    Ok(())
+}
+
+pub fn zcard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        out.int(z.map_or(0, |z| z.len()) as i64)
+    })
+}
+
+pub fn zscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        match z.and_then(|z| z.score(&args[2])) {
+            Some(s) => out.double(s),
+            None => out.null(),
+        }
+    })
+}
+
+pub fn zmscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        out.array(args.len() - 2);
+        for m in &args[2..] {
+            match z.and_then(|z| z.score(m)) {
+                Some(s) => out.double(s),
+                None => out.null(),
+            }
+        }
+    })
+}
+
+fn rank_generic(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> CmdResult {
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        match z.and_then(|z| z.rank(&args[2]).map(|r| (r, z.len()))) {
+            Some((r, len)) => out.int(if rev { len - 1 - r } else { r } as i64),
+            None => out.null(),
+        }
+    })
+}
+
+pub fn zrank(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    rank_generic(ctx, args, false)
+}
+
+pub fn zrevrank(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    rank_generic(ctx, args, true)
+}
+
+pub fn zcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let span = Span::Score {
+        min: score_bound(&args[2])?,
+        max: score_bound(&args[3])?,
+    };
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        let n = z.map_or(0, |z| {
+            let (lo, hi) = span.ranks(z);
+            hi - lo
+        });
+        out.int(n as i64)
+    })
+}
+
+pub fn zlexcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let span = Span::Lex {
+        min: lex_bound(&args[2])?,
+        max: lex_bound(&args[3])?,
+    };
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        let n = z.map_or(0, |z| {
+            let (lo, hi) = span.ranks(z);
+            hi - lo
+        });
+        out.int(n as i64)
+    })
+}
+
+// ZRANGE family
+
+enum By {
+    Index(i64, i64),
+    Span(Span),
+}
+
+struct RangeReq {
+    by: By,
+    rev: bool,
+    limit: Option<(i64, i64)>,
+    withscores: bool,
+}
+
+/// The elements a range request selects, in reply order.
+fn select(z: &ZSetValue, r: &RangeReq) -> Vec<(f64, Vec<u8>)> {
+    let len = z.len();
+    let (lo, hi) = match &r.by {
+        By::Index(a, b) => {
+            let Some((s, e)) = index_range(*a, *b, len) else {
+                return Vec::new();
+            };
+            if r.rev {
+                (len - 1 - e, len - s)
+            } else {
+                (s, e + 1)
+            }
+        }
+        By::Span(span) => span.ranks(z),
+    };
+    let mut ranks: Box<dyn Iterator<Item = usize>> = if r.rev {
+        Box::new((lo..hi).rev())
+    } else {
+        Box::new(lo..hi)
+    };
+    if let Some((offset, count)) = r.limit {
+        if offset < 0 {
+            return Vec::new();
+        }
+        ranks = Box::new(ranks.skip(offset as usize));
+        if count >= 0 {
+            ranks = Box::new(ranks.take(count as usize));
+        }
+    }
+    ranks
+        .filter_map(|i| z.at(i).map(|(s, m)| (s, m.to_vec())))
+        .collect()
+}
+
+fn range_reply(ctx: &mut Ctx<'_>, key: &[u8], req: RangeReq) -> CmdResult {
+    typed::read(ctx, key, |z: Option<&ZSetValue>, out| {
+        let elems = z.map(|z| select(z, &req)).unwrap_or_default();
+        write_elements(out, &elems, req.withscores);
+    })
+}
+
+/// Parses `[WITHSCORES] [LIMIT offset count]` in any order (`allow_scores` false for BYLEX).
+fn range_options(
+    opts: &[Bytes],
+    allow_scores: bool,
+) -> Result<(bool, Option<(i64, i64)>), CmdError> {
+    let (mut withscores, mut limit) = (false, None);
+    let mut i = 0;
+    while i < opts.len() {
+        if allow_scores && is(&opts[i], "withscores") {
+            withscores = true;
+            i += 1;
+        } else if is(&opts[i], "limit") && i + 2 < opts.len() {
+            limit = Some((int(&opts[i + 1])?, int(&opts[i + 2])?));
+            i += 3;
+        } else {
+            return Err(SYNTAX);
+        }
+    }
+    Ok((withscores, limit))
+}
+
+pub fn zrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (mut byscore, mut bylex, mut rev, mut withscores) = (false, false, false, false);
+    let mut limit = None;
+    let mut i = 4;
+    while i < args.len() {
+        let a = &args[i];
+        if is(a, "byscore") {
+            byscore = true;
+        } else if is(a, "bylex") {
+            bylex = true;
+        } else if is(a, "rev") {
+            rev = true;
+        } else if is(a, "withscores") {
+            withscores = true;
+        } else if is(a, "limit") && i + 2 < args.len() {
+            limit = Some((int(&args[i + 1])?, int(&args[i + 2])?));
+            i += 2;
+        } else {
+            return Err(SYNTAX);
+        }
+        i += 1;
+    }
+    if byscore && bylex {
+        return Err(SYNTAX);
+    }
+    if limit.is_some() && !byscore && !bylex {
+        return Err(CmdError::new(
+            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        ));
+    }
+    if withscores && bylex {
+        return Err(CmdError::new(
+            "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
+        ));
+    }
+    // With REV the range is given from the high end: `max min`.
+    let (a, b) = if rev && (byscore || bylex) {
+        (&args[3], &args[2])
+    } else {
+        (&args[2], &args[3])
+    };
+    let by = if byscore {
+        By::Span(Span::Score {
+            min: score_bound(a)?,
+            max: score_bound(b)?,
+        })
+    } else if bylex {
+        By::Span(Span::Lex {
+            min: lex_bound(a)?,
+            max: lex_bound(b)?,
+        })
+    } else {
+        By::Index(int(a)?, int(b)?)
+    };
+    range_reply(
+        ctx,
+        &args[1],
+        RangeReq {
+            by,
+            rev,
+            limit,
+            withscores,
+        },
+    )
+}
+
+pub fn zrevrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let withscores = match args.len() {
+        4 => false,
+        5 if is(&args[4], "withscores") => true,
+        _ => return Err(SYNTAX),
+    };
+    let by = By::Index(int(&args[2])?, int(&args[3])?);
+    range_reply(
+        ctx,
+        &args[1],
+        RangeReq {
+            by,
+            rev: true,
+            limit: None,
+            withscores,
+        },
+    )
+}
+
+fn by_score(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> CmdResult {
+    let (a, b) = if rev {
+        (&args[3], &args[2])
+    } else {
+        (&args[2], &args[3])
+    };
+    let span = Span::Score {
+        min: score_bound(a)?,
+        max: score_bound(b)?,
+    };
+    let (withscores, limit) = range_options(&args[4..], true)?;
+    range_reply(
+        ctx,
+        &args[1],
+        RangeReq {
+            by: By::Span(span),
+            rev,
+            limit,
+            withscores,
+        },
+    )
+}
+
+pub fn zrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    by_score(ctx, args, false)
+}
+
+pub fn zrevrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    by_score(ctx, args, true)
+}
+
+fn by_lex(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> CmdResult {
+    let (a, b) = if rev {
+        (&args[3], &args[2])
+    } else {
+        (&args[2], &args[3])
+    };
+    let span = Span::Lex {
+        min: lex_bound(a)?,
+        max: lex_bound(b)?,
+    };
+    let (_, limit) = range_options(&args[4..], false)?;
+    range_reply(
+        ctx,
+        &args[1],
+        RangeReq {
+            by: By::Span(span),
+            rev,
+            limit,
+            withscores: false,
+        },
+    )
+}
+
+pub fn zrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    by_lex(ctx, args, false)
+}
+
+pub fn zrevrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    by_lex(ctx, args, true)
+}
+
+// Removal by range
+
+fn remove_span(ctx: &mut Ctx<'_>, key: &[u8], by: By) -> CmdResult {
+    let req = RangeReq {
+        by,
+        rev: false,
+        limit: None,
+        withscores: false,
+    };
+    let n = typed::update(ctx, key, |z: &mut ZSetValue| {
+        let doomed = select(z, &req);
+        for (_, m) in &doomed {
+            z.remove(m);
+        }
+        Ok(doomed.len())
+    })?;
+    ctx.out.int(n.unwrap_or(0) as i64);
+    Ok(())
+}
+
+pub fn zremrangebyrank(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let by = By::Index(int(&args[2])?, int(&args[3])?);
+    remove_span(ctx, &args[1], by)
+}
+
+pub fn zremrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let by = By::Span(Span::Score {
+        min: score_bound(&args[2])?,
+        max: score_bound(&args[3])?,
+    });
+    remove_span(ctx, &args[1], by)
+}
+
+pub fn zremrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let by = By::Span(Span::Lex {
+        min: lex_bound(&args[2])?,
+        max: lex_bound(&args[3])?,
+    });
+    remove_span(ctx, &args[1], by)
+}
+
+// Pops
+
+fn pop(ctx: &mut Ctx<'_>, args: &[Bytes], max: bool) -> CmdResult {
+    let count = match args.len() {
+        2 => None,
+        3 => match parse_i64(&args[2]) {
+            Some(c) if c >= 0 => Some(c as usize),
+            Some(_) => return Err(CmdError::new("ERR value is out of range, must be positive")),
+            None => return Err(super::error::NOT_INTEGER),
+        },
+        _ => return Err(SYNTAX),
+    };
+    let popped = typed::update(ctx, &args[1], |z: &mut ZSetValue| {
+        let n = count.unwrap_or(1).min(z.len());
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let rank = if max { z.len() - 1 } else { 0 };
+            let Some((s, m)) = z.at(rank).map(|(s, m)| (s, m.to_vec())) else {
+                break;
+            };
+            z.remove(&m);
+            v.push((s, m));
+        }
+        Ok(v)
+    })?
+    .unwrap_or_default();
+    let out = &mut *ctx.out;
+    if count.is_some() && out.resp3 {
+        write_elements(out, &popped, true);
+    } else {
+        out.array(popped.len() * 2);
+        for (s, m) in &popped {
+            out.bulk(m);
+            out.double(*s);
+        }
+    }
+    Ok(())
+}
+
+pub fn zpopmin(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    pop(ctx, args, false)
+}
+
+pub fn zpopmax(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    pop(ctx, args, true)
+}
+
+// ZUNIONSTORE / ZINTERSTORE
+
+#[derive(Clone, Copy)]
+enum Aggregate {
+    Sum,
+    Min,
+    Max,
+}
+
+/// Members with their scores, as ZUNIONSTORE/ZINTERSTORE read an input key.
+type Weighted = Vec<(Vec<u8>, f64)>;
+
+/// The members and scores of a sorted set or a set (score 1), or None for a missing key.
+fn weighted_input(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Weighted>, CmdError> {
+    ctx.app.store.read(ctx.session.db, key, ctx.now, |e| {
+        match e.map(|e| e.value()) {
+            None => Ok(None),
+            Some(ValueRef::Obj(Object::ZSet(z))) => Ok(Some(
+                (0..z.len())
+                    .filter_map(|i| z.get_index(i).map(|(m, s)| (m.to_vec(), s)))
+                    .collect(),
+            )),
+            Some(ValueRef::Obj(Object::Set(s))) => Ok(Some(
+                (0..s.len())
+                    .filter_map(|i| s.get_index(i).map(|m| (m.to_vec(), 1.0)))
+                    .collect(),
+            )),
+            Some(_) => Err(WRONG_TYPE),
+        }
+    })
+}
+
+fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
+    let name = if inter { "zinterstore" } else { "zunionstore" };
+    let numkeys = int(&args[2])?;
+    if numkeys < 1 {
+        return Err(CmdError::msg(format!(
+            "ERR at least 1 input key is needed for '{name}' command"
+        )));
+    }
+    let numkeys = numkeys as usize;
+    if numkeys > args.len() - 3 {
+        return Err(SYNTAX);
+    }
+    let keys = &args[3..3 + numkeys];
+    let mut weights = vec![1.0; numkeys];
+    let mut agg = Aggregate::Sum;
+    let mut i = 3 + numkeys;
+    while i < args.len() {
+        if is(&args[i], "weights") && i + numkeys < args.len() {
+            for (j, w) in weights.iter_mut().enumerate() {
+                *w = parse_f64(&args[i + 1 + j])
+                    .ok_or(CmdError::new("ERR weight value is not a float"))?;
+            }
+            i += 1 + numkeys;
+        } else if is(&args[i], "aggregate") && i + 1 < args.len() {
+            let a = &args[i + 1];
+            agg = if is(a, "sum") {
+                Aggregate::Sum
+            } else if is(a, "min") {
+                Aggregate::Min
+            } else if is(a, "max") {
+                Aggregate::Max
+            } else {
+                return Err(SYNTAX);
+            };
+            i += 2;
+        } else {
+            return Err(SYNTAX);
+        }
+    }
+    let mut inputs = Vec::with_capacity(numkeys);
+    for k in keys {
+        inputs.push(weighted_input(ctx, k)?);
+    }
+    let combine = |a: f64, b: f64| {
+        let v = match agg {
+            Aggregate::Sum => a + b,
+            Aggregate::Min => a.min(b),
+            Aggregate::Max => a.max(b),
+        };
+        if v.is_nan() {
+            0.0
+        } else {
+            v
+        }
+    };
+    let weigh = |s: f64, w: f64| {
+        let v = s * w;
+        if v.is_nan() {
+            0.0
+        } else {
+            v
+        }
+    };
+    let mut result: indexmap::IndexMap<Vec<u8>, f64> = indexmap::IndexMap::new();
+    if inter {
+        if inputs.iter().all(|x| x.is_some()) {
+            let first = inputs[0].clone().unwrap_or_default();
+            'member: for (m, s) in first {
+                let mut acc = weigh(s, weights[0]);
+                for (j, other) in inputs.iter().enumerate().skip(1) {
+                    let Some(o) = other
+                        .as_ref()
+                        .and_then(|o| o.iter().find(|(om, _)| *om == m))
+                    else {
+                        continue 'member;
+                    };
+                    acc = combine(acc, weigh(o.1, weights[j]));
+                }
+                result.insert(m, acc);
+            }
+        }
+    } else {
+        for (j, input) in inputs.iter().enumerate() {
+            for (m, s) in input.iter().flatten() {
+                let v = weigh(*s, weights[j]);
+                match result.get_mut(m) {
+                    Some(acc) => *acc = combine(*acc, v),
+                    None => {
+                        result.insert(m.clone(), v);
+                    }
+                }
+            }
+        }
+    }
+    let dst = &args[1];
+    let mut z = ZSetValue::default();
+    for (m, s) in &result {
+        z.insert(m, *s);
+    }
+    let n = z.len();
+    ctx.app.store.access(ctx.session.db, dst, ctx.now, |slot| {
+        if n == 0 {
+            slot.take();
+        } else {
+            slot.put(Entry::new_obj(dst, Box::new(Object::ZSet(z)), None, 0));
+        }
+    });
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+pub fn zunionstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    store_combined(ctx, args, false)
+}
+
+pub fn zinterstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    store_combined(ctx, args, true)
+}
+
+/// Sorted sets up to this size are returned whole by one ZSCAN call (listpack in Redis).
+const SCAN_WHOLE: usize = 128;
+
+pub fn zscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let cursor = parse_cursor(&args[2])?;
+    let o = scan_opts(&args[3..], false)?;
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        let mut items: Vec<(&[u8], f64)> = Vec::new();
+        let mut next = 0u64;
+        if let Some(z) = z {
+            let (start, end) = if z.len() <= SCAN_WHOLE {
+                (0, z.len())
+            } else {
+                let s = (cursor as usize).min(z.len());
+                (s, (s + o.count).min(z.len()))
+            };
+            if z.len() <= SCAN_WHOLE {
+                // Small sets come back in score order, like a listpack.
+                items = (0..z.len())
+                    .filter_map(|i| z.at(i).map(|(s, m)| (m, s)))
+                    .collect();
+            } else {
+                items = (start..end).filter_map(|i| z.get_index(i)).collect();
+                if end < z.len() {
+                    next = end as u64;
+                }
+            }
+            items.retain(|(m, _)| o.pattern.as_ref().is_none_or(|p| glob_match(p, m, false)));
+        }
+        out.array(2);
+        out.bulk(next.to_string().as_bytes());
+        out.array(items.len() * 2);
+        for (m, s) in items {
+            out.bulk(m);
+            out.bulk(crate::server::reply::format_double(s).as_bytes());
+        }
+    })
+}
