@@ -10,6 +10,8 @@
 #   `redis-cli --pipe`, RSS growth per key.
 #
 # Usage: benches/resp.sh [rounds=3]   (writes bench-results/ and prints a markdown table)
+#   TESTS=all runs redis-benchmark's whole default suite (no -t); MEMORY=0 skips the memory part;
+#   OUT=dir keeps results apart; N_P1 / N_P16 / KEYS set the request and key counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -17,7 +19,8 @@ TESTS=${TESTS:-set,get,incr,mset,hset}
 N_P1=${N_P1:-100000}
 N_P16=${N_P16:-1000000}
 KEYS=${KEYS:-1000000}
-OUT=bench-results
+OUT=${OUT:-bench-results}
+MEMORY=${MEMORY:-1}
 mkdir -p "$OUT"
 
 cargo build --release --bins >/dev/null
@@ -42,14 +45,16 @@ for round in $(seq "$ROUNDS"); do
     for p in 1 16; do
       n=$N_P1; [ "$p" = 16 ] && n=$N_P16
       redis-cli -p "$port" flushall >/dev/null
-      taskset -c 0 redis-benchmark -p "$port" -t "$TESTS" -c 50 -n "$n" -P "$p" -r 100000 -d 100 --csv -q 2>/dev/null \
+      suite=(-t "$TESTS"); [ "$TESTS" = all ] && suite=()
+      taskset -c 0 redis-benchmark -p "$port" "${suite[@]}" -c 50 -n "$n" -P "$p" -r 100000 -d 100 --csv -q 2>/dev/null \
         | tail -n +2 | sed "s/^/$round,$server,$p,/" >> "$OUT/throughput.csv"
     done
   done
 done
 
+if [ "$MEMORY" = 0 ]; then : > "$OUT/memory.csv"; fi
 # Memory: RSS growth for KEYS keys of 100-byte values, loaded with redis-cli --pipe.
-python3 - "$KEYS" > "$OUT/load.resp" <<'PY'
+[ "$MEMORY" = 0 ] || python3 - "$KEYS" > "$OUT/load.resp" <<'PY'
 import sys
 n = int(sys.argv[1]); v = b"x" * 100; w = sys.stdout.buffer
 for i in range(n):
@@ -72,7 +77,7 @@ mem_line() {
   after=$(rss_kb "$pid")
   echo "$name,$before,$after,$(redis-cli -p "$port" dbsize)"
 }
-{ mem_line redis "$RPORT" "$RPID"; mem_line strata "$SPORT" "$SPID"; } > "$OUT/memory.csv"
+[ "$MEMORY" = 0 ] || { mem_line redis "$RPORT" "$RPID"; mem_line strata "$SPORT" "$SPID"; } > "$OUT/memory.csv"
 
 python3 - "$OUT" "$KEYS" <<'PY'
 import csv, statistics, sys
@@ -80,7 +85,7 @@ out, keys = sys.argv[1], int(sys.argv[2])
 rows = {}
 for r in csv.reader(open(f"{out}/throughput.csv")):
     rnd, server, p, test, rps, avg, mn, p50, p95, p99, mx = r
-    test = test.split()[0]
+    test = test.strip()
     rows.setdefault((test, p, server), []).append((float(rps), float(p99)))
 print("| test | pipeline | Redis rps | Strata rps | ratio | Redis p99 ms | Strata p99 ms |")
 print("|---|---|---|---|---|---|---|")

@@ -451,6 +451,26 @@ def test_set_helpers(backend):
     assert c.sscan("big") == set(range(300))
 
 
+def test_sorted_sets_through_the_backends_client(backend):
+    """django-redis has no sorted-set helpers; Django code uses the backend's redis-py client."""
+    r = backend.raw
+    key = backend.key("board")
+    assert r.zadd(key, {"ann": 3, "bob": 1, "cy": 2}) == 3
+    assert r.zadd(key, {"bob": 5}, gt=True, ch=True) == 1
+    pairs = lambda v: [tuple(x) for x in v]  # redis-py gives lists on RESP3, tuples on RESP2
+    assert pairs(r.zrange(key, 0, -1, withscores=True)) == [(b"cy", 2.0), (b"ann", 3.0), (b"bob", 5.0)]
+    assert r.zrevrange(key, 0, 0) == [b"bob"]
+    assert r.zrangebyscore(key, "(2", "+inf") == [b"ann", b"bob"]
+    assert r.zincrby(key, 0.5, "cy") == 2.5
+    assert r.zscore(key, "cy") == 2.5
+    assert r.zrank(key, "cy") == 0 and r.zrevrank(key, "cy") == 2
+    assert r.zcount(key, "-inf", "+inf") == 3
+    # Without a count RESP3 replies with one flat pair (redis-py passes it through).
+    assert r.zpopmin(key) in ([(b"cy", 2.5)], [b"cy", 2.5])
+    assert r.zrem(key, "ann", "nobody") == 1
+    assert r.zcard(key) == 1
+
+
 # --------------------------------------------------------------------------------------------
 # Lock
 
