@@ -91,6 +91,25 @@ pub fn pop_count(args: &[bytes::Bytes]) -> Result<Option<usize>, CmdError> {
     }
 }
 
+/// Redis's index arithmetic for LRANGE, LTRIM, ZRANGE and ZREMRANGEBYRANK: negative indexes
+/// count from the end, the start clamps to 0 and the stop to the last element; the inclusive
+/// interval, or None when it is empty.
+pub fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if stop < 0 { len + stop } else { stop };
+    if s < 0 {
+        s = 0;
+    }
+    if s > e || s >= len {
+        return None;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    Some((s as usize, e as usize))
+}
+
 /// Case-insensitive comparison of an argument with an option word.
 pub fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())

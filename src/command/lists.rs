@@ -4,7 +4,7 @@
 //! The blocking variants (BLPOP, BRPOP, BLMOVE) are not here yet: they need the connection to
 //! wait on a key, which the dispatcher does not offer so far.
 
-use super::args::{int, is, pop_count};
+use super::args::{index_range, int, is, pop_count};
 use super::error::{CmdError, CmdResult, NO_SUCH_KEY, SYNTAX};
 use super::{typed, Ctx};
 use crate::cache::value::ListValue;
@@ -101,23 +101,6 @@ pub fn llen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     })
 }
 
-/// Redis's LRANGE/LTRIM index arithmetic; None = empty.
-fn range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
-    let len = len as i64;
-    let mut s = if start < 0 { len + start } else { start };
-    let mut e = if end < 0 { len + end } else { end };
-    if s < 0 {
-        s = 0;
-    }
-    if s > e || s >= len {
-        return None;
-    }
-    if e >= len {
-        e = len - 1;
-    }
-    Some((s as usize, e as usize))
-}
-
 /// A possibly negative index into a list of `len` elements.
 fn index(i: i64, len: usize) -> Option<usize> {
     let i = if i < 0 { len as i64 + i } else { i };
@@ -127,7 +110,7 @@ fn index(i: i64, len: usize) -> Option<usize> {
 pub fn lrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let (start, end) = (int(&args[2])?, int(&args[3])?);
     typed::read(ctx, &args[1], |l: Option<&ListValue>, out| {
-        match l.and_then(|l| range(start, end, l.len()).map(|r| (l, r))) {
+        match l.and_then(|l| index_range(start, end, l.len()).map(|r| (l, r))) {
             None => out.array(0),
             Some((l, (s, e))) => {
                 out.array(e - s + 1);
@@ -216,7 +199,7 @@ pub fn lrem(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 pub fn ltrim(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let (start, end) = (int(&args[2])?, int(&args[3])?);
     typed::update(ctx, &args[1], |l: &mut ListValue| {
-        let r = range(start, end, l.len());
+        let r = index_range(start, end, l.len());
         l.retain_range(r);
         Ok(())
     })?;
@@ -416,7 +399,8 @@ pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 #[cfg(test)]
 mod tests {
-    use super::{index, range};
+    use super::index;
+    use crate::command::args::index_range as range;
 
     #[test]
     fn redis_index_arithmetic() {

@@ -5,7 +5,7 @@
 //! Ranges are turned into rank intervals on the set's order-statistic index
 //! (`cache::ranktree`), so every range costs O(log n) plus the elements it returns.
 
-use super::args::{int, is, parse_f64, parse_i64};
+use super::args::{index_range, int, is, parse_f64, parse_i64};
 use super::error::{CmdError, CmdResult, SYNTAX, WRONG_TYPE};
 use super::keys::{parse_cursor, scan_opts};
 use super::{typed, Ctx};
@@ -80,23 +80,6 @@ impl Span {
         };
         (lo, hi.max(lo))
     }
-}
-
-/// Redis's index arithmetic for ZRANGE/ZREMRANGEBYRANK; an inclusive rank interval or None.
-fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
-    let len = len as i64;
-    let mut s = if start < 0 { len + start } else { start };
-    let mut e = if stop < 0 { len + stop } else { stop };
-    if s < 0 {
-        s = 0;
-    }
-    if s > e || s >= len {
-        return None;
-    }
-    if e >= len {
-        e = len - 1;
-    }
-    Some((s as usize, e as usize))
 }
 
 fn write_elements(out: &mut Reply, elems: &[(f64, Vec<u8>)], withscores: bool) {
