@@ -1,6 +1,7 @@
 //! The ordered index of a sorted set: (score, member) pairs in Redis's order (by score, then
 //! by member bytes), with O(log n) insert, remove, rank and select — what Redis gets from its
-//! skiplist with spans. It is an order-statistic treap whose nodes live in one arena (`Vec`),
+//! skiplist with spans. It is an order-statistic treap (rotation-based insert and remove) whose
+//! nodes live in one arena (`Vec`),
 //! linked by `u32` indices, each carrying the size of its subtree.
 //!
 //! Scores are never NaN here (the commands refuse NaN), so `f64`'s partial order is total.
@@ -73,25 +74,69 @@ impl RankTree {
         (n.score, &n.member)
     }
 
-    /// Splits `t` into (elements before `key`, the rest); with `inclusive`, `key` itself goes left.
-    fn split(&mut self, t: u32, key: (f64, &[u8]), inclusive: bool) -> (u32, u32) {
+    fn rotate_right(&mut self, t: u32) -> u32 {
+        let l = self.nodes[t as usize].left;
+        self.nodes[t as usize].left = self.nodes[l as usize].right;
+        self.nodes[l as usize].right = t;
+        self.update(t);
+        self.update(l);
+        l
+    }
+
+    fn rotate_left(&mut self, t: u32) -> u32 {
+        let r = self.nodes[t as usize].right;
+        self.nodes[t as usize].right = self.nodes[r as usize].left;
+        self.nodes[r as usize].left = t;
+        self.update(t);
+        self.update(r);
+        r
+    }
+
+    /// Inserts node `id` below `t` by key, rotating it up while its priority is higher: one
+    /// walk down the path and back (a split-and-merge insert touches the path three times).
+    fn insert_at(&mut self, t: u32, id: u32) -> u32 {
+        if t == NIL {
+            return id;
+        }
+        let goes_left = order(self.key(id), self.key(t)) == Ordering::Less;
+        let mut t = t;
+        if goes_left {
+            let l = self.insert_at(self.nodes[t as usize].left, id);
+            self.nodes[t as usize].left = l;
+            if self.nodes[l as usize].prio > self.nodes[t as usize].prio {
+                t = self.rotate_right(t);
+            }
+        } else {
+            let r = self.insert_at(self.nodes[t as usize].right, id);
+            self.nodes[t as usize].right = r;
+            if self.nodes[r as usize].prio > self.nodes[t as usize].prio {
+                t = self.rotate_left(t);
+            }
+        }
+        self.update(t);
+        t
+    }
+
+    /// Removes the node with `key` below `t`; returns the new subtree and the removed node.
+    fn remove_at(&mut self, t: u32, key: (f64, &[u8])) -> (u32, u32) {
         if t == NIL {
             return (NIL, NIL);
         }
-        let c = order(self.key(t), key);
-        let goes_left = c == Ordering::Less || (inclusive && c == Ordering::Equal);
-        if goes_left {
-            let right = self.nodes[t as usize].right;
-            let (l, r) = self.split(right, key, inclusive);
-            self.nodes[t as usize].right = l;
-            self.update(t);
-            (t, r)
-        } else {
-            let left = self.nodes[t as usize].left;
-            let (l, r) = self.split(left, key, inclusive);
-            self.nodes[t as usize].left = r;
-            self.update(t);
-            (l, t)
+        let (left, right) = (self.nodes[t as usize].left, self.nodes[t as usize].right);
+        match order(key, self.key(t)) {
+            Ordering::Less => {
+                let (l, gone) = self.remove_at(left, key);
+                self.nodes[t as usize].left = l;
+                self.update(t);
+                (t, gone)
+            }
+            Ordering::Greater => {
+                let (r, gone) = self.remove_at(right, key);
+                self.nodes[t as usize].right = r;
+                self.update(t);
+                (t, gone)
+            }
+            Ordering::Equal => (self.merge(left, right), t),
         }
     }
 
@@ -148,22 +193,21 @@ impl RankTree {
             }
         };
         let root = self.root;
-        let (l, r) = self.split(root, (score, member), false);
-        let left = self.merge(l, id);
-        self.root = self.merge(left, r);
+        self.root = self.insert_at(root, id);
     }
 
     /// Removes a pair; true when it was there.
     pub fn remove(&mut self, score: f64, member: &[u8]) -> bool {
         let root = self.root;
-        let (l, rest) = self.split(root, (score, member), false);
-        let (mid, r) = self.split(rest, (score, member), true);
-        let found = mid != NIL;
+        let (root, gone) = self.remove_at(root, (score, member));
+        self.root = root;
+        let found = gone != NIL;
         if found {
-            self.nodes[mid as usize].member = Box::default();
-            self.free.push(mid);
+            self.nodes[gone as usize].member = Box::default();
+            self.nodes[gone as usize].left = NIL;
+            self.nodes[gone as usize].right = NIL;
+            self.free.push(gone);
         }
-        self.root = self.merge(l, r);
         if self.root == NIL {
             // Empty: give the arena back.
             self.nodes.clear();
