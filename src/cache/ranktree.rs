@@ -1,8 +1,7 @@
 //! The ordered index of a sorted set: (score, member) pairs in Redis's order (by score, then
 //! by member bytes), with O(log n) insert, remove, rank and select — what Redis gets from its
 //! skiplist with spans. It is an order-statistic treap (rotation-based insert and remove) whose
-//! nodes live in one arena (`Vec`),
-//! linked by `u32` indices, each carrying the size of its subtree.
+//! nodes live in one arena (`Vec`), linked by `u32` indices, each carrying its subtree's size.
 //!
 //! Scores are never NaN here (the commands refuse NaN), so `f64`'s partial order is total.
 
