@@ -151,6 +151,15 @@ impl Shard {
         buckets * 5 + self.entries.capacity() * 8 + self.expires.len() * 24
     }
 
+    /// Re-reads the size of the shard's own structures and returns how much it changed, for
+    /// the store-wide memory count.
+    fn restructure(&mut self) -> i64 {
+        let s = self.structure_bytes();
+        let d = s as i64 - self.struct_bytes as i64;
+        self.struct_bytes = s;
+        d
+    }
+
     fn signal(&mut self, key: &[u8]) {
         if !self.watchers.is_empty() {
             if let Some(flags) = self.watchers.get(key) {
@@ -294,9 +303,7 @@ impl Shard {
         if modified {
             self.signal(key);
         }
-        let s = self.structure_bytes();
-        delta.mem += s as i64 - self.struct_bytes as i64;
-        self.struct_bytes = s;
+        delta.mem += self.restructure();
         (r, delta)
     }
 
@@ -328,8 +335,10 @@ impl Shard {
         self.entries[i as usize].as_ref()
     }
 
-    fn clear(&mut self) -> usize {
+    /// Empties the shard; returns the keys it held and the bytes that frees.
+    fn clear(&mut self) -> (usize, i64) {
         let n = self.index.len();
+        let entry_bytes: i64 = self.live_entries().map(|(_, e)| e.mem_usage() as i64).sum();
         for key in self.watchers.keys() {
             let h = self.hasher.hash_one(&key[..]);
             if self.find(h, key).is_some() {
@@ -342,7 +351,7 @@ impl Shard {
         self.entries = Vec::new();
         self.free = Vec::new();
         self.expires = BTreeSet::new();
-        n
+        (n, entry_bytes - self.restructure())
     }
 }
 
@@ -534,16 +543,11 @@ impl Store {
     pub fn flush_db(&self, db: usize) -> usize {
         let mut n = 0;
         for s in self.dbs[db].shards.iter() {
-            let mut s = s.lock();
-            n += s.clear();
-            let bytes = s.structure_bytes();
-            self.used
-                .fetch_sub((s.struct_bytes - bytes) as i64, Ordering::Relaxed);
-            s.struct_bytes = bytes;
+            let (keys, freed) = s.lock().clear();
+            n += keys;
+            self.used.fetch_sub(freed, Ordering::Relaxed);
         }
         self.dbs[db].keys.store(0, Ordering::Relaxed);
-        // Entry bytes of the cleared shards are recounted from what is left.
-        self.recount_used();
         n
     }
 
@@ -551,21 +555,6 @@ impl Store {
         for db in 0..self.dbs.len() {
             self.flush_db(db);
         }
-    }
-
-    fn recount_used(&self) {
-        let mut total = 0i64;
-        for db in self.dbs.iter() {
-            for s in db.shards.iter() {
-                let s = s.lock();
-                total += s.struct_bytes as i64;
-                total += s
-                    .live_entries()
-                    .map(|(_, e)| e.mem_usage() as i64)
-                    .sum::<i64>();
-            }
-        }
-        self.used.store(total, Ordering::Relaxed);
     }
 
     /// Exchanges two databases' contents (SWAPDB); the caller holds the exclusive gate.
@@ -731,9 +720,7 @@ impl Store {
                     delta.expired += 1;
                     removed += 1;
                 }
-                let bytes = s.structure_bytes();
-                delta.mem += bytes as i64 - s.struct_bytes as i64;
-                s.struct_bytes = bytes;
+                delta.mem += s.restructure();
                 drop(s);
                 self.apply(dbi, delta);
                 if removed >= budget {
@@ -837,19 +824,17 @@ impl Store {
         };
         let hash = self.hash(&key);
         let mut s = self.shard(db, hash);
-        let mem_before = s.struct_bytes;
         let Some(i) = s.find(hash, &key) else {
             return true;
         };
         let freed = s.remove_at(hash, i).map_or(0, |e| e.mem_usage());
         s.signal(&key);
-        let bytes = s.structure_bytes();
-        s.struct_bytes = bytes;
+        let structure = s.restructure();
         drop(s);
         self.apply(
             db,
             Delta {
-                mem: bytes as i64 - mem_before as i64 - freed as i64,
+                mem: structure - freed as i64,
                 keys: -1,
                 expired: 0,
             },
