@@ -56,6 +56,21 @@ enum Span {
 }
 
 impl Span {
+    /// The span between two arguments: scores (`1`, `(1.5`, `-inf`) or lex items (`[a`, `-`).
+    fn parse(lex: bool, min: &Bytes, max: &Bytes) -> Result<Span, CmdError> {
+        Ok(if lex {
+            Span::Lex {
+                min: lex_bound(min)?,
+                max: lex_bound(max)?,
+            }
+        } else {
+            Span::Score {
+                min: score_bound(min)?,
+                max: score_bound(max)?,
+            }
+        })
+    }
+
     /// Rank interval [lo, hi) of the elements inside the span.
     fn ranks(&self, z: &ZSetValue) -> (usize, usize) {
         let (lo, hi) = match self {
@@ -310,10 +325,7 @@ pub fn zrevrank(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn zcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let span = Span::Score {
-        min: score_bound(&args[2])?,
-        max: score_bound(&args[3])?,
-    };
+    let span = Span::parse(false, &args[2], &args[3])?;
     typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
         let n = z.map_or(0, |z| {
             let (lo, hi) = span.ranks(z);
@@ -324,10 +336,7 @@ pub fn zcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn zlexcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let span = Span::Lex {
-        min: lex_bound(&args[2])?,
-        max: lex_bound(&args[3])?,
-    };
+    let span = Span::parse(true, &args[2], &args[3])?;
     typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
         let n = z.map_or(0, |z| {
             let (lo, hi) = span.ranks(z);
@@ -456,15 +465,9 @@ pub fn zrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         (&args[2], &args[3])
     };
     let by = if byscore {
-        By::Span(Span::Score {
-            min: score_bound(a)?,
-            max: score_bound(b)?,
-        })
+        By::Span(Span::parse(false, a, b)?)
     } else if bylex {
-        By::Span(Span::Lex {
-            min: lex_bound(a)?,
-            max: lex_bound(b)?,
-        })
+        By::Span(Span::parse(true, a, b)?)
     } else {
         By::Index(int(a)?, int(b)?)
     };
@@ -499,17 +502,16 @@ pub fn zrevrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     )
 }
 
-fn by_score(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> CmdResult {
+/// ZRANGEBYSCORE / ZREVRANGEBYSCORE / ZRANGEBYLEX / ZREVRANGEBYLEX: `key min max [options]`,
+/// with `max min` for the REV forms; WITHSCORES only for scores.
+fn by_span(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool, lex: bool) -> CmdResult {
     let (a, b) = if rev {
         (&args[3], &args[2])
     } else {
         (&args[2], &args[3])
     };
-    let span = Span::Score {
-        min: score_bound(a)?,
-        max: score_bound(b)?,
-    };
-    let (withscores, limit) = range_options(&args[4..], true)?;
+    let span = Span::parse(lex, a, b)?;
+    let (withscores, limit) = range_options(&args[4..], !lex)?;
     range_reply(
         ctx,
         &args[1],
@@ -523,42 +525,19 @@ fn by_score(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> CmdResult {
 }
 
 pub fn zrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    by_score(ctx, args, false)
+    by_span(ctx, args, false, false)
 }
 
 pub fn zrevrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    by_score(ctx, args, true)
-}
-
-fn by_lex(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool) -> CmdResult {
-    let (a, b) = if rev {
-        (&args[3], &args[2])
-    } else {
-        (&args[2], &args[3])
-    };
-    let span = Span::Lex {
-        min: lex_bound(a)?,
-        max: lex_bound(b)?,
-    };
-    let (_, limit) = range_options(&args[4..], false)?;
-    range_reply(
-        ctx,
-        &args[1],
-        RangeReq {
-            by: By::Span(span),
-            rev,
-            limit,
-            withscores: false,
-        },
-    )
+    by_span(ctx, args, true, false)
 }
 
 pub fn zrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    by_lex(ctx, args, false)
+    by_span(ctx, args, false, true)
 }
 
 pub fn zrevrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    by_lex(ctx, args, true)
+    by_span(ctx, args, true, true)
 }
 
 // Removal by range
@@ -587,18 +566,12 @@ pub fn zremrangebyrank(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn zremrangebyscore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let by = By::Span(Span::Score {
-        min: score_bound(&args[2])?,
-        max: score_bound(&args[3])?,
-    });
+    let by = By::Span(Span::parse(false, &args[2], &args[3])?);
     remove_span(ctx, &args[1], by)
 }
 
 pub fn zremrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let by = By::Span(Span::Lex {
-        min: lex_bound(&args[2])?,
-        max: lex_bound(&args[3])?,
-    });
+    let by = By::Span(Span::parse(true, &args[2], &args[3])?);
     remove_span(ctx, &args[1], by)
 }
 
