@@ -55,6 +55,17 @@ def _wait_listening(proc, port, what, log_path):
     raise RuntimeError(f"{what} did not start listening on {port}:\n{_read(log_path)}")
 
 
+def _terminate(proc):
+    """SIGTERM, then SIGKILL if the process has not exited within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _read(path):
     try:
         with open(path, "rb") as f:
@@ -92,13 +103,7 @@ class StrataProcess:
         return _read(self.log_path)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc)
         try:
             os.unlink(self.log_path)
         except OSError:
@@ -130,13 +135,7 @@ class RedisServerProcess:
             raise
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
