@@ -3,6 +3,7 @@
 //! connection (behind an `Arc`); runtime-tunable settings are pushed from the config into the
 //! parts that read them on the hot path by [`App::apply_config`].
 
+use crate::cache::l2::L2;
 use crate::cache::store::Store;
 use crate::command::scripting::Scripts;
 use crate::config::Config;
@@ -22,12 +23,14 @@ pub const REDIS_VERSION: &str = "7.0.15";
 pub struct App {
     pub config: RwLock<Config>,
     pub config_file: Option<String>,
-    pub store: Store,
+    pub store: Arc<Store>,
+    /// The upstream Valkey/Redis in tiered mode (`[l2]` configured).
+    pub l2: Option<Arc<L2>>,
     pub clients: Clients,
     pub metrics: Metrics,
     pub slowlog: SlowLog,
     pub scripts: Scripts,
-    pub pubsub: PubSub,
+    pub pubsub: Arc<PubSub>,
     /// Clients waiting in a blocking command (INFO blocked_clients), and their order per key.
     pub blocked_clients: std::sync::atomic::AtomicUsize,
     pub block_queues: crate::server::blocking::BlockQueues,
@@ -44,15 +47,25 @@ pub struct App {
 impl App {
     pub fn new(config: Config, config_file: Option<String>) -> Arc<App> {
         let (tx, _) = watch::channel(false);
+        let store = Arc::new(Store::new(config.server.databases));
+        let l2 = config.l2.enabled().then(|| {
+            L2::new(
+                &config.l2,
+                &config.l1,
+                store.clone(),
+                config.server.databases,
+            )
+        });
         let app = App {
-            store: Store::new(config.server.databases),
+            store,
+            l2,
             config: RwLock::new(config),
             config_file,
             clients: Clients::default(),
             metrics: Metrics::default(),
             slowlog: SlowLog::default(),
             scripts: Scripts::default(),
-            pubsub: PubSub::default(),
+            pubsub: Arc::new(PubSub::default()),
             blocked_clients: Default::default(),
             block_queues: Default::default(),
             started: Instant::now(),
@@ -87,6 +100,11 @@ impl App {
             c.server.client_output_buffer_limit_pubsub.0 as usize,
             Ordering::Relaxed,
         );
+    }
+
+    /// The pub/sub tables, for tasks that outlive one command (tiered-mode forwarders).
+    pub fn pubsub_handle(&self) -> Arc<PubSub> {
+        self.pubsub.clone()
     }
 
     pub fn shutdown(&self) {

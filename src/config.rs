@@ -29,6 +29,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub http: HttpConfig,
     pub l1: L1Config,
+    pub l2: L2Config,
     pub log: LogConfig,
 }
 
@@ -124,6 +125,10 @@ pub struct L1Config {
     pub maxmemory_policy: EvictionPolicy,
     /// Keys sampled per eviction (Redis's maxmemory-samples).
     pub maxmemory_samples: usize,
+    /// Tiered mode only (an `[l2]` is set): the most keys L1 keeps, least recently used first out.
+    pub max_entries: usize,
+    /// Tiered mode only: the longest time in seconds a key stays in L1.
+    pub ttl: u64,
 }
 
 impl Default for L1Config {
@@ -132,8 +137,81 @@ impl Default for L1Config {
             maxmemory: ByteSize(0),
             maxmemory_policy: EvictionPolicy::AllkeysLru,
             maxmemory_samples: 5,
+            max_entries: 1000,
+            ttl: 60,
         }
     }
+}
+
+/// The upstream Valkey/Redis (L2). Tiered mode is on when `url` or `cluster` is set.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L2Config {
+    /// One upstream server: `redis://host:port` (or `rediss://` for TLS).
+    pub url: String,
+    /// Seed nodes of a Valkey/Redis Cluster, as `redis://host:port` URLs.
+    pub cluster: Vec<String>,
+    /// ACL user on the upstream (empty: the default user).
+    pub username: String,
+    /// Password on the upstream (empty: none).
+    pub password: String,
+    /// How long to wait for a TCP connection to the upstream, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long to wait for an upstream reply before counting it a failure, in milliseconds.
+    pub timeout_ms: u64,
+    /// Shared, multiplexed connections per database that client commands are spread over.
+    pub pool_size: usize,
+    /// What keeps working while L2 is unavailable: `plain`, `all` or `none` (docs/tiering.md).
+    pub fail_open: FailOpen,
+    /// Key patterns loaded into L1 from L2 at start, before /readyz reports ready.
+    pub warm: Vec<String>,
+    /// Circuit breaker: failure ratio over the window that opens it.
+    pub breaker_failure_ratio: f64,
+    /// Circuit breaker: the window failures are counted over, in seconds.
+    pub breaker_window_s: u64,
+    /// Circuit breaker: calls in the window before the ratio is judged.
+    pub breaker_min_calls: u64,
+    /// Circuit breaker: how long it stays open before one trial call, in seconds.
+    pub breaker_open_s: u64,
+}
+
+impl Default for L2Config {
+    fn default() -> Self {
+        L2Config {
+            url: String::new(),
+            cluster: Vec::new(),
+            username: String::new(),
+            password: String::new(),
+            connect_timeout_ms: 1000,
+            timeout_ms: 1000,
+            pool_size: 2,
+            fail_open: FailOpen::Plain,
+            warm: Vec::new(),
+            breaker_failure_ratio: 0.5,
+            breaker_window_s: 60,
+            breaker_min_calls: 20,
+            breaker_open_s: 30,
+        }
+    }
+}
+
+impl L2Config {
+    /// Whether an upstream is configured (tiered mode).
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty() || !self.cluster.is_empty()
+    }
+}
+
+/// Which commands keep answering from L1 alone while L2 is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailOpen {
+    /// Plain reads and writes; shared-state commands (locks, counters, scripts) are refused.
+    Plain,
+    /// Everything runs on L1 (instances silently diverge on shared state).
+    All,
+    /// Nothing: every command that needs L2 is refused.
+    None,
 }
 
 /// Redis's `maxmemory-policy` values that Strata implements.
@@ -328,6 +406,35 @@ impl Config {
         if self.server.hz == 0 || self.server.hz > 500 {
             return bad("server.hz", "must be between 1 and 500");
         }
+        if self.l1.max_entries == 0 {
+            return bad("l1.max_entries", "must be at least 1");
+        }
+        if self.l1.ttl == 0 {
+            return bad("l1.ttl", "must be at least 1 second");
+        }
+        if !self.l2.url.is_empty() && !self.l2.cluster.is_empty() {
+            return bad("l2.cluster", "set either l2.url or l2.cluster, not both");
+        }
+        for u in std::iter::once(&self.l2.url).chain(&self.l2.cluster) {
+            if !u.is_empty() && redis::parse_redis_url(u).is_none() {
+                return bad("l2.url", "must be a redis:// or rediss:// URL");
+            }
+        }
+        if self.l2.pool_size == 0 || self.l2.pool_size > 64 {
+            return bad("l2.pool_size", "must be between 1 and 64");
+        }
+        if self.l2.timeout_ms == 0 || self.l2.connect_timeout_ms == 0 {
+            return bad("l2.timeout_ms", "timeouts must be at least 1 ms");
+        }
+        if !(self.l2.breaker_failure_ratio > 0.0 && self.l2.breaker_failure_ratio <= 1.0) {
+            return bad("l2.breaker_failure_ratio", "must be in (0, 1]");
+        }
+        if self.l2.breaker_window_s == 0 || self.l2.breaker_open_s == 0 {
+            return bad(
+                "l2.breaker_window_s",
+                "breaker windows must be at least 1 second",
+            );
+        }
         if self.l1.maxmemory_samples == 0 || self.l1.maxmemory_samples > 64 {
             return bad("l1.maxmemory_samples", "must be between 1 and 64");
         }
@@ -353,7 +460,7 @@ fn apply_env(
     root: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["server", "http", "l1", "log"];
+    const SECTIONS: &[&str] = &["server", "http", "l1", "l2", "log"];
     let defaults = Config::default().to_table();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("STRATA_") else {
@@ -425,6 +532,31 @@ mod tests {
         let r = Config::load(Some(&dir), env, &CliOverrides::default());
         std::fs::remove_file(&dir).ok();
         r
+    }
+
+    /// config/strata.toml sets every key that exists, and loads as a valid configuration.
+    #[test]
+    fn reference_config_documents_every_key() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/strata.toml"))
+                .expect("config/strata.toml");
+        let reference: toml::Table = text.parse().expect("reference config parses");
+        let defaults = Config::default().to_table();
+        for (section, keys) in &defaults {
+            let Some(keys) = keys.as_table() else {
+                continue;
+            };
+            let Some(documented) = reference.get(section).and_then(|s| s.as_table()) else {
+                panic!("section [{section}] missing from config/strata.toml");
+            };
+            for k in keys.keys() {
+                assert!(
+                    documented.contains_key(k),
+                    "key {section}.{k} missing from config/strata.toml"
+                );
+            }
+        }
+        Config::from_table(reference).expect("reference config is valid");
     }
 
     #[test]

@@ -92,6 +92,9 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
     rt.block_on(async move {
         let http = cfg.http.listen.clone();
         let app = App::new(cfg, file.map(|p| p.display().to_string()));
+        if let Some(l2) = &app.l2 {
+            l2.start();
+        }
         let listener = match strata::server::bind(&app).await {
             Ok(l) => l,
             Err(e) => {

@@ -1,7 +1,8 @@
-//! The cache tiers. Today the L1 in-process store; the L2 relay to Valkey joins here.
+//! The cache tiers: the L1 in-process store and the L2 upstream Valkey/Redis (`l2`).
 
 pub mod entry;
 pub mod glob;
+pub mod l2;
 pub mod ranktree;
 pub mod store;
 pub mod value;

@@ -5,10 +5,15 @@
 //! (error texts, argument parsing) live in `command/`, not here.
 
 use indexmap::{IndexMap, IndexSet};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 
-type Map = IndexMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
-type Members = IndexSet<Box<[u8]>, foldhash::fast::RandomState>;
+/// A set member, hash field or sorted-set member: up to 24 bytes live inline in the table's own
+/// slot, so looking one up touches no further heap block (most members are short ids).
+pub type Member = SmallVec<[u8; 24]>;
+
+type Map = IndexMap<Member, Box<[u8]>, foldhash::fast::RandomState>;
+type Members = IndexSet<Member, foldhash::fast::RandomState>;
 
 /// Redis's hash-max-listpack-entries: up to this size a hash is a small, ordered listpack.
 pub const LISTPACK_MAX: usize = 128;
@@ -143,7 +148,7 @@ impl HashValue {
             }
             None => {
                 self.bytes += field.len() + val.len() + ELEMENT_OVERHEAD;
-                self.map.insert(field.into(), val.into());
+                self.map.insert(Member::from_slice(field), val.into());
                 self.hashtable |= self.map.len() > LISTPACK_MAX
                     || field.len() > LISTPACK_VALUE_MAX
                     || val.len() > LISTPACK_VALUE_MAX;
@@ -213,7 +218,7 @@ impl SetValue {
             return false;
         }
         self.bytes += m.len() + ELEMENT_OVERHEAD;
-        self.members.insert(m.into());
+        self.members.insert(Member::from_slice(m));
         self.hashtable |= !is_integer(m) || self.members.len() > INTSET_MAX;
         true
     }
@@ -233,7 +238,7 @@ impl SetValue {
     }
 
     /// Removes and returns the member at a position (SPOP).
-    pub fn take_index(&mut self, i: usize) -> Option<Box<[u8]>> {
+    pub fn take_index(&mut self, i: usize) -> Option<Member> {
         let m = self.members.swap_remove_index(i)?;
         self.forget(&m);
         Some(m)
@@ -352,7 +357,7 @@ pub const ZSET_LISTPACK_MAX: usize = 128;
 /// A sorted set: member → score, plus the (score, member) order with ranks.
 #[derive(Default, Clone)]
 pub struct ZSetValue {
-    scores: IndexMap<Box<[u8]>, f64, foldhash::fast::RandomState>,
+    scores: IndexMap<Member, f64, foldhash::fast::RandomState>,
     tree: super::ranktree::RankTree,
     bytes: usize,
     /// Redis converts a listpack sorted set to a skiplist once and never back.
@@ -385,7 +390,7 @@ impl ZSetValue {
                 Some(prev)
             }
             None => {
-                self.scores.insert(member.into(), score);
+                self.scores.insert(Member::from_slice(member), score);
                 self.tree.insert(score, member);
                 self.bytes += 2 * member.len() + ELEMENT_OVERHEAD + 40;
                 self.skiplist |=

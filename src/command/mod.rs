@@ -19,6 +19,7 @@ pub mod server;
 pub mod sets;
 pub mod strings;
 pub mod table;
+pub mod tiered;
 pub mod transactions;
 pub mod typed;
 pub mod zsets;
@@ -28,7 +29,6 @@ use crate::server::reply::Reply;
 use crate::server::session::Session;
 use bytes::Bytes;
 pub use error::{CmdError, CmdResult};
-use std::time::Instant;
 use table::{Command, EXCLUSIVE, NOQUEUE, REGISTRY};
 
 /// Everything a handler may touch while it runs.
@@ -126,10 +126,37 @@ fn needs_exclusive(c: &Command, argc: usize) -> bool {
     c.flag(EXCLUSIVE) || c.key_positions(argc).nth(1).is_some()
 }
 
-/// Runs one client request: the full admission path, then the handler.
+/// Runs one client request: the full admission path, then the handler (standalone mode).
 pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]) {
+    if let Some(idx) = admit(app, session, out, args) {
+        run_local(app, session, out, idx, args);
+    }
+}
+
+/// Runs one client request in either mode: standalone on L1, or tiered through L2.
+pub async fn dispatch(
+    app: &App,
+    session: &mut Session,
+    out: &mut Reply,
+    args: &[Bytes],
+    io: Option<tiered::Io<'_>>,
+) {
+    match &app.l2 {
+        None => execute(app, session, out, args),
+        Some(l2) => {
+            if let Some(idx) = admit(app, session, out, args) {
+                tiered::run(app, l2, session, out, idx, args, io).await;
+            }
+        }
+    }
+}
+
+/// The front half of every request: resolve the command and check its arity, run the guard
+/// chain, and queue it if a MULTI is open. Returns the command's index when it is to run now;
+/// otherwise the reply (an error, or QUEUED) is written.
+pub fn admit(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]) -> Option<usize> {
     if args.is_empty() {
-        return;
+        return None;
     }
     let idx = match resolve(args) {
         Ok(i) => i,
@@ -138,17 +165,18 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
             if session.multi.is_some() && args[0].eq_ignore_ascii_case(b"exec") {
                 // A malformed EXEC ends the transaction, as Redis's execCommandAbort does.
                 transactions::abort(app, session);
+                session.upstream = None;
                 let why = e.as_str().strip_prefix("ERR ").unwrap_or(e.as_str());
                 out.error(&format!(
                     "EXECABORT Transaction discarded because of: {why}"
                 ));
-                return;
+                return None;
             }
             if let Some(m) = session.multi.as_mut() {
                 m.aborted = true;
             }
             out.error(e.as_str());
-            return;
+            return None;
         }
     };
     let c = REGISTRY.all[idx];
@@ -159,19 +187,26 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
         app.metrics.commands[idx].rejected.inc();
         app.metrics.error_replies.inc();
         out.error(e.as_str());
-        return;
+        return None;
     }
     if let Some(m) = session.multi.as_mut() {
         if !c.flag(NOQUEUE) {
             m.queued.push(args.to_vec());
             out.simple("QUEUED");
-            return;
+            return None;
         }
     }
     session
         .info
         .last_cmd
         .store(idx + 1, std::sync::atomic::Ordering::Relaxed);
+    Some(idx)
+}
+
+/// The back half on this instance: take the store gate (shared, or exclusive for multi-key and
+/// whole-store commands) and run the handler.
+pub fn run_local(app: &App, session: &mut Session, out: &mut Reply, idx: usize, args: &[Bytes]) {
+    let c = REGISTRY.all[idx];
     let exclusive = needs_exclusive(c, args.len());
     let store = &app.store;
     let _gate = if exclusive {
@@ -179,23 +214,38 @@ pub fn execute(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
     } else {
         either::Right(store.shared())
     };
+    let now = session_now(session);
     let mut ctx = Ctx {
         app,
         session,
         out,
-        now: unix_ms(),
+        now,
         in_script: false,
         in_exec: false,
     };
     call(&mut ctx, idx, args);
 }
 
+/// The time a session's command runs at: its batch clock, or the real clock for a session
+/// no connection drives.
+fn session_now(session: &Session) -> u64 {
+    match session.now_ms {
+        0 => unix_ms(),
+        t => t,
+    }
+}
+
 /// Runs a resolved, admitted command with the gate already held; records its statistics.
 pub fn call(ctx: &mut Ctx<'_>, idx: usize, args: &[Bytes]) {
     let c = REGISTRY.all[idx];
-    let start = Instant::now();
+    // quanta reads the TSC: two reads per command cost far less than two clock_gettime calls.
+    let start = quanta::Instant::now();
     let r = (c.handler)(ctx, args);
     let elapsed = start.elapsed();
+    if elapsed >= std::time::Duration::from_millis(1) && ctx.session.now_ms != 0 {
+        // A slow command: the commands after it in the batch must not run at a stale time.
+        ctx.session.now_ms = unix_ms();
+    }
     let stats = &ctx.app.metrics.commands[idx];
     stats.record(elapsed);
     if let Err(e) = r {

@@ -32,6 +32,10 @@ pub const EXCLUSIVE: u32 = 1 << 11;
 pub const RANDOM: u32 = 1 << 12;
 pub const PUBSUB: u32 = 1 << 13;
 pub const BLOCKING: u32 = 1 << 14;
+/// Tiered mode: runs on this instance (connection, server and admin commands), not on L2.
+pub const LOCAL: u32 = 1 << 15;
+/// Tiered mode: a read served from L1, filled from L2 on a miss (GET, MGET).
+pub const CACHED: u32 = 1 << 16;
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (WRITE, "write"),
@@ -131,6 +135,7 @@ pub const fn cmd(
 const fn container(
     name: &'static str,
     arity: i32,
+    flags: u32,
     acl: &'static [&'static str],
     group: &'static str,
     summary: &'static str,
@@ -139,7 +144,7 @@ const fn container(
     Command {
         name,
         arity,
-        flags: 0,
+        flags,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -173,17 +178,17 @@ const RF: u32 = READONLY | FAST;
 
 pub static COMMANDS: &[Command] = &[
     // Connection
-    cmd("ping", -1, FAST | STALE, NOKEY, S_CONN, "connection", "Returns the server's liveliness response.", conn::ping),
-    cmd("echo", 2, FAST, NOKEY, S_CONN, "connection", "Returns the given string.", conn::echo),
-    cmd("hello", -1, NO_AUTH | FAST | NOSCRIPT | STALE, NOKEY, S_CONN, "connection", "Handshakes with the server.", conn::hello),
-    cmd("auth", -2, NO_AUTH | FAST | NOSCRIPT | STALE, NOKEY, S_CONN, "connection", "Authenticates the connection.", conn::auth),
-    cmd("select", 2, FAST | LOADING | STALE, NOKEY, S_CONN, "connection", "Changes the selected database.", conn::select),
-    cmd("quit", -1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE, NOKEY, S_CONN, "connection", "Closes the connection.", conn::quit),
-    cmd("reset", 1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE, NOKEY, S_CONN, "connection", "Resets the connection.", conn::reset),
-    container("client", -2, S_CONN, "connection", "A container for client connection commands.", conn::CLIENT),
-    container("command", -1, S_CONN, "server", "Returns detailed information about all commands.", conn::COMMAND),
+    cmd("ping", -1, FAST | STALE | LOCAL, NOKEY, S_CONN, "connection", "Returns the server's liveliness response.", conn::ping),
+    cmd("echo", 2, FAST | LOCAL, NOKEY, S_CONN, "connection", "Returns the given string.", conn::echo),
+    cmd("hello", -1, NO_AUTH | FAST | NOSCRIPT | STALE | LOCAL, NOKEY, S_CONN, "connection", "Handshakes with the server.", conn::hello),
+    cmd("auth", -2, NO_AUTH | FAST | NOSCRIPT | STALE | LOCAL, NOKEY, S_CONN, "connection", "Authenticates the connection.", conn::auth),
+    cmd("select", 2, FAST | LOADING | STALE | LOCAL, NOKEY, S_CONN, "connection", "Changes the selected database.", conn::select),
+    cmd("quit", -1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE | LOCAL, NOKEY, S_CONN, "connection", "Closes the connection.", conn::quit),
+    cmd("reset", 1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE | LOCAL, NOKEY, S_CONN, "connection", "Resets the connection.", conn::reset),
+    container("client", -2, LOCAL, S_CONN, "connection", "A container for client connection commands.", conn::CLIENT),
+    container("command", -1, LOCAL, S_CONN, "server", "Returns detailed information about all commands.", conn::COMMAND),
     // Strings
-    cmd("get", 2, RF, KEY1, S_STR, "string", "Returns the string value of a key.", strings::get),
+    cmd("get", 2, RF | CACHED, KEY1, S_STR, "string", "Returns the string value of a key.", strings::get),
     cmd("set", -3, W, KEY1, S_STR, "string", "Sets the string value of a key.", strings::set),
     cmd("setnx", 3, WF, KEY1, S_STR, "string", "Sets the value of a key only when it does not exist.", strings::setnx),
     cmd("setex", 4, W, KEY1, S_STR, "string", "Sets the value and expiration time of a key.", strings::setex),
@@ -191,7 +196,7 @@ pub static COMMANDS: &[Command] = &[
     cmd("getset", 3, WF, KEY1, S_STR, "string", "Returns the previous value of a key after setting it.", strings::getset),
     cmd("getdel", 2, WRITE | FAST, KEY1, S_STR, "string", "Returns the value of a key after deleting it.", strings::getdel),
     cmd("getex", -2, WRITE | FAST, KEY1, S_STR, "string", "Returns the value of a key after setting its expiration.", strings::getex),
-    cmd("mget", -2, RF, ALLKEYS, S_STR, "string", "Returns the values of one or more keys.", strings::mget),
+    cmd("mget", -2, RF | CACHED, ALLKEYS, S_STR, "string", "Returns the values of one or more keys.", strings::mget),
     cmd("mset", -3, W, (1, -1, 2), S_STR, "string", "Sets the values of multiple keys.", strings::mset),
     cmd("msetnx", -3, W, (1, -1, 2), S_STR, "string", "Sets multiple keys only when none exists.", strings::msetnx),
     cmd("append", 3, WF, KEY1, S_STR, "string", "Appends a string to the value of a key.", strings::append),
@@ -311,18 +316,18 @@ pub static COMMANDS: &[Command] = &[
     cmd("swapdb", 3, WRITE | FAST | EXCLUSIVE, NOKEY, &["keyspace", "dangerous"], "server", "Swaps two Redis databases.", keys::swapdb),
     cmd("move", 3, WRITE | FAST | EXCLUSIVE, KEY1, S_KEY, "generic", "Moves a key to another database.", keys::move_),
     cmd("copy", -3, W | EXCLUSIVE, (1, 2, 1), S_KEY, "generic", "Copies the value of a key to a new key.", keys::copy),
-    container("object", -2, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
+    container("object", -2, 0, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
     // Pub/sub
     cmd("subscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Listens for messages published to channels.", pubsub::subscribe),
     cmd("unsubscribe", -1, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Stops listening to messages posted to channels.", pubsub::unsubscribe),
     cmd("psubscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Listens for messages published to channels that match one or more patterns.", pubsub::psubscribe),
     cmd("punsubscribe", -1, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Stops listening to messages published to channels that match one or more patterns.", pubsub::punsubscribe),
     cmd("publish", 3, PUBSUB | LOADING | STALE | FAST, NOKEY, &["pubsub", "fast"], "pubsub", "Posts a message to a channel.", pubsub::publish),
-    container("pubsub", -2, &["pubsub"], "pubsub", "A container for Pub/Sub commands.", pubsub::PUBSUB),
+    container("pubsub", -2, 0, &["pubsub"], "pubsub", "A container for Pub/Sub commands.", pubsub::PUBSUB),
     // Transactions
-    cmd("multi", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, NOKEY, S_TX, "transactions", "Starts a transaction.", tx::multi),
+    cmd("multi", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE | LOCAL, NOKEY, S_TX, "transactions", "Starts a transaction.", tx::multi),
     cmd("exec", 1, NOSCRIPT | LOADING | STALE | NOQUEUE | EXCLUSIVE, NOKEY, S_TX, "transactions", "Executes all commands in a transaction.", tx::exec),
-    cmd("discard", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, NOKEY, S_TX, "transactions", "Discards a transaction.", tx::discard),
+    cmd("discard", 1, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE | LOCAL, NOKEY, S_TX, "transactions", "Discards a transaction.", tx::discard),
     cmd("watch", -2, NOSCRIPT | FAST | NOQUEUE | LOADING | STALE, ALLKEYS, S_TX, "transactions", "Monitors changes to keys to determine the execution of a transaction.", tx::watch),
     cmd("unwatch", 1, NOSCRIPT | FAST | LOADING | STALE, NOKEY, S_TX, "transactions", "Forgets about watched keys of a transaction.", tx::unwatch),
     // Scripting
@@ -330,17 +335,17 @@ pub static COMMANDS: &[Command] = &[
     cmd("evalsha", -3, NOSCRIPT | STALE | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a server-side Lua script by SHA1 digest.", scripting::evalsha),
     cmd("eval_ro", -3, NOSCRIPT | STALE | READONLY | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a read-only server-side Lua script.", scripting::eval_ro),
     cmd("evalsha_ro", -3, NOSCRIPT | STALE | READONLY | EXCLUSIVE, NOKEY, S_SCRIPT, "scripting", "Executes a read-only server-side Lua script by SHA1 digest.", scripting::evalsha_ro),
-    container("script", -2, S_SCRIPT, "scripting", "A container for Lua scripts management commands.", scripting::SCRIPT),
+    container("script", -2, 0, S_SCRIPT, "scripting", "A container for Lua scripts management commands.", scripting::SCRIPT),
     // Server
-    cmd("info", -1, LOADING | STALE, NOKEY, &["slow", "dangerous"], "server", "Returns information and statistics about the server.", server::info),
-    container("config", -2, S_SRV, "server", "A container for server configuration commands.", server::CONFIG),
-    cmd("time", 1, LOADING | STALE | FAST | RANDOM, NOKEY, &["fast"], "server", "Returns the server time.", server::time),
-    container("slowlog", -2, S_SRV, "server", "A container for slow log commands.", server::SLOWLOG),
-    container("memory", -2, S_SLOW, "server", "A container for memory diagnostics commands.", server::MEMORY),
-    cmd("lastsave", 1, LOADING | STALE | FAST | RANDOM, NOKEY, &["fast", "dangerous"], "server", "Returns the Unix timestamp of the last successful save to disk.", server::lastsave),
-    cmd("save", 1, ADMIN | NOSCRIPT, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk.", server::save),
-    cmd("bgsave", -1, ADMIN | NOSCRIPT, NOKEY, S_SRV, "server", "Asynchronously saves the database(s) to disk.", server::save),
-    cmd("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE | NOQUEUE, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk and shuts down the Redis server.", server::shutdown),
+    cmd("info", -1, LOADING | STALE | LOCAL, NOKEY, &["slow", "dangerous"], "server", "Returns information and statistics about the server.", server::info),
+    container("config", -2, LOCAL, S_SRV, "server", "A container for server configuration commands.", server::CONFIG),
+    cmd("time", 1, LOADING | STALE | FAST | RANDOM | LOCAL, NOKEY, &["fast"], "server", "Returns the server time.", server::time),
+    container("slowlog", -2, LOCAL, S_SRV, "server", "A container for slow log commands.", server::SLOWLOG),
+    container("memory", -2, LOCAL, S_SLOW, "server", "A container for memory diagnostics commands.", server::MEMORY),
+    cmd("lastsave", 1, LOADING | STALE | FAST | RANDOM | LOCAL, NOKEY, &["fast", "dangerous"], "server", "Returns the Unix timestamp of the last successful save to disk.", server::lastsave),
+    cmd("save", 1, ADMIN | NOSCRIPT | LOCAL, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk.", server::save),
+    cmd("bgsave", -1, ADMIN | NOSCRIPT | LOCAL, NOKEY, S_SRV, "server", "Asynchronously saves the database(s) to disk.", server::save),
+    cmd("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE | NOQUEUE | LOCAL, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk and shuts down the Redis server.", server::shutdown),
 ];
 
 /// The table flattened for lookup: every command and subcommand has an index (for statistics).

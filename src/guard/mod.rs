@@ -2,6 +2,8 @@
 //! run (Valkey's processCommand). Today: authentication and the memory bound; ACL rules, rate
 //! limits and circuit breakers join here, before any handler, so handlers never repeat checks.
 
+pub mod breaker;
+
 use crate::app::App;
 use crate::command::error::{CmdError, NOAUTH, OOM};
 use crate::command::table::{Command, DENYOOM, NO_AUTH};

@@ -26,9 +26,27 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        );
+    }
+    match &app.l2 {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        // Not ready until L2 has been reached once (and L1 warmed from it).
+        Some(l2) if !l2.ready() => (StatusCode::SERVICE_UNAVAILABLE, "waiting for l2\n".into()),
+        Some(l2) => (
+            StatusCode::OK,
+            format!(
+                "ready\nl2: {}\nl2_breaker: {}\n",
+                if l2.is_up() {
+                    "up"
+                } else {
+                    "down (failing open)"
+                },
+                l2.breaker_state().name()
+            ),
+        ),
     }
 }
 

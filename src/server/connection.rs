@@ -116,6 +116,7 @@ async fn wait_blocked(
         // Registered first, tried second: a push between the first attempt and the
         // registration is not missed. Clients that blocked earlier on a key go first.
         if app.block_queues.may_try(db, &block.keys, ticket) {
+            session.now_ms = command::unix_ms();
             command::execute(app, session, out, args);
             if session.block.take().is_none() {
                 break Ok(());
@@ -224,7 +225,8 @@ async fn run(
             return Close::Killed;
         }
         app.metrics.net_input_bytes.inc_by(n as u64);
-        info.last_ms.store(command::unix_ms(), Ordering::Relaxed);
+        session.now_ms = command::unix_ms();
+        info.last_ms.store(session.now_ms, Ordering::Relaxed);
         loop {
             let args = match framer.next(&mut rbuf, session.authenticated) {
                 Ok(Some(a)) => a,
@@ -236,7 +238,11 @@ async fn run(
                     return Close::Protocol(e.0);
                 }
             };
-            command::execute(app, session, out, &args);
+            let io = command::tiered::Io {
+                stream: &mut *stream,
+                rbuf: &mut rbuf,
+            };
+            command::dispatch(app, session, out, &args, Some(io)).await;
             if let Some(block) = session.block.take() {
                 // Replies so far go out before this client starts waiting.
                 if let Err(c) = flush(app, stream, out, &lim, &info).await {

@@ -168,6 +168,16 @@ impl PubSub {
         n
     }
 
+    /// Delivers one message that arrived from L2 (tiered mode) to one local subscriber.
+    pub fn forward(&self, sub: &Subscriber, pattern: Option<&[u8]>, channel: &[u8], msg: &[u8]) {
+        let limit = match self.limit.load(Ordering::Relaxed) {
+            0 => usize::MAX,
+            n => n,
+        };
+        let m = encode(sub.resp3.load(Ordering::Relaxed), pattern, channel, msg);
+        sub.deliver(&m, limit);
+    }
+
     /// Active channels (with at least one subscriber), optionally filtered by a pattern.
     pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
         self.channels

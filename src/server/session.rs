@@ -89,6 +89,14 @@ pub struct Session {
     pub patterns: Vec<Bytes>,
     /// Set by a blocking command that must wait; the connection waits and runs it again.
     pub block: Option<Block>,
+    /// Unix time in milliseconds that this connection's commands run at: read once per batch
+    /// of pipelined commands (as Redis caches its clock per event-loop turn) and again after
+    /// any command that ran for a millisecond or more.
+    pub now_ms: u64,
+    /// Tiered mode: this client's own upstream connection while it WATCHes keys.
+    pub upstream: Option<redis::aio::MultiplexedConnection>,
+    /// Tiered mode: this client's upstream connection for its pub/sub subscriptions.
+    pub upstream_pubsub: Option<redis::aio::MultiplexedConnection>,
 }
 
 impl Session {
@@ -107,6 +115,9 @@ impl Session {
             channels: Vec::new(),
             patterns: Vec::new(),
             block: None,
+            now_ms: 0,
+            upstream: None,
+            upstream_pubsub: None,
         }
     }
 

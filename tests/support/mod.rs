@@ -3,6 +3,8 @@
 //! No mocks: every test talks to real processes over TCP.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -175,7 +177,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = free_port();
+        RedisServer::start_on(free_port())
+    }
+
+    /// On a given port (to bring an upstream back where Strata expects it).
+    pub fn start_on(port: u16) -> RedisServer {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",

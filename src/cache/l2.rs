@@ -1,0 +1,490 @@
+//! The upstream Valkey/Redis (L2) of tiered mode: its connections, its health and the
+//! coherence of L1 with it.
+//!
+//! Per database there is a *link*: `pool_size` multiplexed RESP3 connections with
+//! `CLIENT TRACKING ON` (every read that fills L1 goes through one of them, so the upstream
+//! remembers the key and pushes an `invalidate` when anyone changes it), and `pool_size`
+//! plain RESP2 connections for relaying RESP2 clients' commands unchanged (RESP3 reply shapes
+//! differ from RESP2 ones, e.g. ZRANGE WITHSCORES, so each client protocol has its own).
+//! Links are opened on first use while L2 is up.
+//!
+//! Coherence: an invalidation bumps the key's *epoch* and removes the key from L1 under the L1
+//! shard lock; a fill remembers the epoch before its read and stores the value under the same
+//! lock only if the epoch (and the link generation) did not move, so a fill can never land after
+//! the invalidation of what it read. Any connection failure marks L2 down: the generation moves
+//! on, every link is dropped and L1 is flushed (invalidations may have been missed); a
+//! background supervisor reconnects with backoff 1 s, 2 s, 4 s, then every 4 s, flushes L1
+//! again and marks L2 up. No client request ever waits for a reconnection attempt.
+
+use crate::cache::entry::Entry;
+use crate::cache::store::Store;
+use crate::config::{L1Config, L2Config};
+use crate::guard::breaker::{Breaker, Settings, State};
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Slots in the invalidation-epoch table; keys share a slot by hash (a shared slot only ever
+/// makes a fill give up, never lets a stale one through).
+const EPOCH_SLOTS: usize = 1 << 14;
+
+/// The reconnection schedule: 1 s, 2 s, 4 s, then every 4 s.
+pub const BACKOFF_MS: [u64; 3] = [1000, 2000, 4000];
+
+/// Why an upstream call produced no upstream reply.
+#[derive(Debug, Clone)]
+pub enum L2Error {
+    /// L2 is down or its breaker is open: the caller falls back per `l2.fail_open`.
+    Unavailable,
+}
+
+/// Counters for INFO and /metrics.
+#[derive(Default)]
+pub struct L2Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fills: AtomicU64,
+    pub fills_dropped: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Upstream round trips, and their total time in microseconds.
+    pub calls: AtomicU64,
+    pub call_us: AtomicU64,
+}
+
+struct Link {
+    tracking: Vec<MultiplexedConnection>,
+    plain: Vec<MultiplexedConnection>,
+}
+
+pub struct L2 {
+    cfg: L2Config,
+    info: redis::ConnectionInfo,
+    store: Arc<Store>,
+    pub l1_ttl_ms: u64,
+    pub max_entries: usize,
+    epochs: Box<[AtomicU64]>,
+    links: Vec<tokio::sync::Mutex<Option<Arc<Link>>>>,
+    next: AtomicUsize,
+    generation: AtomicU64,
+    up: AtomicBool,
+    ready: AtomicBool,
+    breaker: Mutex<Breaker>,
+    wake: tokio::sync::Notify,
+    pub stats: L2Stats,
+    /// Reconnection attempts made so far in the current outage (INFO, tests of the schedule).
+    pub attempts: AtomicU64,
+}
+
+impl L2 {
+    pub fn new(cfg: &L2Config, l1: &L1Config, store: Arc<Store>, databases: usize) -> Arc<L2> {
+        let url = if cfg.url.is_empty() {
+            cfg.cluster.first().cloned().unwrap_or_default()
+        } else {
+            cfg.url.clone()
+        };
+        let mut info: redis::ConnectionInfo =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).unwrap_or_else(|_| {
+                redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:6379")
+                    .expect("a literal URL parses")
+            });
+        let mut rs = info.redis_settings().clone();
+        if !cfg.username.is_empty() {
+            rs = rs.set_username(&cfg.username);
+        }
+        if !cfg.password.is_empty() {
+            rs = rs.set_password(&cfg.password);
+        }
+        info = info.set_redis_settings(rs.set_lib_name("strata", env!("CARGO_PKG_VERSION")));
+        Arc::new(L2 {
+            cfg: cfg.clone(),
+            info,
+            store,
+            l1_ttl_ms: l1.ttl.saturating_mul(1000),
+            max_entries: l1.max_entries,
+            epochs: (0..EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            links: (0..databases)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            up: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            breaker: Mutex::new(Breaker::new(Settings::from_l2(cfg))),
+            wake: tokio::sync::Notify::new(),
+            stats: L2Stats::default(),
+            attempts: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &L2Config {
+        &self.cfg
+    }
+
+    /// Starts the supervisor that brings L2 up and back up after failures.
+    pub fn start(self: &Arc<Self>) {
+        tokio::spawn(supervise(self.clone()));
+    }
+
+    /// Whether L2 has been up at least once (and the warm-up patterns are loaded).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn breaker_state(&self) -> State {
+        self.breaker.lock().state(crate::command::unix_ms())
+    }
+
+    pub fn breaker_opened(&self) -> u64 {
+        self.breaker.lock().opened
+    }
+
+    /// Whether a call may go upstream now (L2 up and the breaker lets it through).
+    pub fn admit(&self) -> Result<(), L2Error> {
+        if !self.is_up() {
+            return Err(L2Error::Unavailable);
+        }
+        if self.breaker.lock().allow(crate::command::unix_ms()) {
+            Ok(())
+        } else {
+            Err(L2Error::Unavailable)
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        self.breaker.lock().record(crate::command::unix_ms(), ok);
+        if !ok {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks L2 down after a connection failure seen on generation `gen` (a failure of an
+    /// older generation was already handled).
+    pub fn failed(&self, gen: u64) {
+        if self
+            .generation
+            .compare_exchange(gen, gen + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.up.store(false, Ordering::Release);
+            self.flush_l1();
+            tracing::warn!("L2 connection lost; L1 flushed, reconnecting in the background");
+            self.wake.notify_one();
+        }
+    }
+
+    /// Empties L1 (every database): invalidations may have been missed.
+    fn flush_l1(&self) {
+        let _gate = self.store.exclusive();
+        self.store.flush_all();
+    }
+
+    fn epoch_slot(&self, db: usize, key: &[u8]) -> &AtomicU64 {
+        let h = self.store.hash(key) ^ (db as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.epochs[(h as usize) & (EPOCH_SLOTS - 1)]
+    }
+
+    /// The key's invalidation epoch, read before the upstream read that may fill L1.
+    pub fn epoch(&self, db: usize, key: &[u8]) -> u64 {
+        self.epoch_slot(db, key).load(Ordering::Acquire)
+    }
+
+    /// Removes a key from L1 because it changed upstream (or is about to be changed by us).
+    pub fn invalidate(&self, db: usize, key: &[u8]) {
+        let now = crate::command::unix_ms();
+        self.store.access(db, key, now, |slot| {
+            self.epoch_slot(db, key).fetch_add(1, Ordering::AcqRel);
+            slot.take();
+        });
+        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stores a value read from L2 in L1, unless it was invalidated (or L2 went down) since
+    /// the read started. `pttl` is L2's remaining TTL in ms (-1: none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill(
+        &self,
+        db: usize,
+        key: &[u8],
+        val: &[u8],
+        pttl: i64,
+        epoch: u64,
+        gen: u64,
+        now: u64,
+    ) {
+        if pttl == -2 || pttl == 0 {
+            return;
+        }
+        let ttl = if pttl > 0 {
+            (pttl as u64).min(self.l1_ttl_ms)
+        } else {
+            self.l1_ttl_ms
+        };
+        let stored = self.store.access(db, key, now, |slot| {
+            if self.epoch(db, key) != epoch || self.generation() != gen || !self.is_up() {
+                return false;
+            }
+            slot.put(Entry::new_str(key, val, Some(now + ttl), now as u32));
+            true
+        });
+        if stored {
+            self.stats.fills.fetch_add(1, Ordering::Relaxed);
+            self.bound_l1(now);
+        } else {
+            self.stats.fills_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts least recently used keys while L1 holds more than `l1.max_entries`.
+    pub fn bound_l1(&self, now: u64) {
+        let total = |s: &Store| (0..s.databases()).map(|d| s.dbsize(d)).sum::<usize>();
+        while total(&self.store) > self.max_entries {
+            if !self.store.evict_one(now) {
+                break;
+            }
+        }
+    }
+
+    fn client(
+        &self,
+        db: usize,
+        protocol: ProtocolVersion,
+    ) -> Result<redis::Client, redis::RedisError> {
+        let rs = self
+            .info
+            .redis_settings()
+            .clone()
+            .set_db(db as i64)
+            .set_protocol(protocol);
+        redis::Client::open(self.info.clone().set_redis_settings(rs))
+    }
+
+    fn conn_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(self.cfg.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(self.cfg.timeout_ms)))
+    }
+
+    async fn open_link(self: &Arc<Self>, db: usize, gen: u64) -> Result<Link, redis::RedisError> {
+        let mut tracking = Vec::with_capacity(self.cfg.pool_size);
+        let mut plain = Vec::with_capacity(self.cfg.pool_size);
+        for _ in 0..self.cfg.pool_size {
+            let weak: Weak<L2> = Arc::downgrade(self);
+            let push = move |p: PushInfo| {
+                if let Some(l2) = weak.upgrade() {
+                    l2.on_push(db, gen, p);
+                }
+                Ok::<(), ()>(())
+            };
+            let client = self.client(db, ProtocolVersion::RESP3)?;
+            let mut c = client
+                .get_multiplexed_async_connection_with_config(
+                    &self.conn_config().set_push_sender(push),
+                )
+                .await?;
+            redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .query_async::<()>(&mut c)
+                .await?;
+            tracking.push(c);
+            let client = self.client(db, ProtocolVersion::RESP2)?;
+            plain.push(
+                client
+                    .get_multiplexed_async_connection_with_config(&self.conn_config())
+                    .await?,
+            );
+        }
+        Ok(Link { tracking, plain })
+    }
+
+    fn on_push(&self, db: usize, gen: u64, p: PushInfo) {
+        match p.kind {
+            PushKind::Invalidate => match p.data.first() {
+                Some(Value::Array(keys)) => {
+                    for k in keys {
+                        if let Value::BulkString(k) = k {
+                            self.invalidate(db, k);
+                        }
+                    }
+                }
+                // `invalidate nil`: the upstream flushed; everything this link read is gone.
+                _ => {
+                    let _gate = self.store.exclusive();
+                    self.epochs
+                        .iter()
+                        .for_each(|e| _ = e.fetch_add(1, Ordering::AcqRel));
+                    self.store.flush_db(db);
+                }
+            },
+            PushKind::Disconnection => self.failed(gen),
+            _ => {}
+        }
+    }
+
+    /// The link of a database, opened on first use.
+    async fn link(self: &Arc<Self>, db: usize) -> Result<(Arc<Link>, u64), L2Error> {
+        let gen = self.generation();
+        let mut slot = self.links.get(db).ok_or(L2Error::Unavailable)?.lock().await;
+        if let Some(l) = slot.as_ref() {
+            return Ok((l.clone(), gen));
+        }
+        match self.open_link(db, gen).await {
+            Ok(l) => {
+                let l = Arc::new(l);
+                if self.generation() == gen {
+                    *slot = Some(l.clone());
+                }
+                Ok((l, gen))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open an L2 connection");
+                self.record(false);
+                self.failed(gen);
+                Err(L2Error::Unavailable)
+            }
+        }
+    }
+
+    /// Sends a pipeline upstream on database `db` and returns every reply (server errors are
+    /// `Value::ServerError` entries). `tracking` picks a connection whose reads are tracked
+    /// (RESP3); otherwise the connection speaks the client's protocol.
+    pub async fn run(
+        self: &Arc<Self>,
+        db: usize,
+        resp3: bool,
+        tracking: bool,
+        pipe: &redis::Pipeline,
+    ) -> Result<(Vec<Value>, u64), L2Error> {
+        self.admit()?;
+        let (link, gen) = self.link(db).await?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut con = if tracking || resp3 {
+            link.tracking[i % link.tracking.len()].clone()
+        } else {
+            link.plain[i % link.plain.len()].clone()
+        };
+        let start = std::time::Instant::now();
+        let r = pipe.query_async::<Vec<Value>>(&mut con).await;
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .call_us
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match r {
+            Ok(v) => {
+                self.record(true);
+                Ok((v, gen))
+            }
+            Err(e) => {
+                self.record(false);
+                if !e.is_timeout() {
+                    tracing::warn!(error = %e, "L2 call failed");
+                    self.failed(gen);
+                }
+                Err(L2Error::Unavailable)
+            }
+        }
+    }
+
+    /// A connection of its own for one client (WATCH, blocking pops, pub/sub): no tracking
+    /// and no response timeout (a blocking pop may wait as long as the client asked).
+    pub async fn dedicated(
+        &self,
+        db: usize,
+        resp3: bool,
+        push: Option<tokio::sync::mpsc::UnboundedSender<PushInfo>>,
+    ) -> Result<MultiplexedConnection, L2Error> {
+        self.admit()?;
+        let proto = if resp3 || push.is_some() {
+            ProtocolVersion::RESP3
+        } else {
+            ProtocolVersion::RESP2
+        };
+        let client = self.client(db, proto).map_err(|_| L2Error::Unavailable)?;
+        let mut cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(self.cfg.connect_timeout_ms)))
+            .set_response_timeout(None);
+        if let Some(tx) = push {
+            cfg = cfg.set_push_sender(tx);
+        }
+        match client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(c) => {
+                self.record(true);
+                Ok(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a dedicated L2 connection");
+                self.record(false);
+                Err(L2Error::Unavailable)
+            }
+        }
+    }
+
+    /// One connection attempt of the supervisor: a fresh connection answering PING.
+    async fn probe(&self) -> bool {
+        let Ok(client) = self.client(0, ProtocolVersion::RESP2) else {
+            return false;
+        };
+        let cfg = self.conn_config();
+        match client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(mut c) => redis::cmd("PING").query_async::<()>(&mut c).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    async fn drop_links(&self) {
+        for l in &self.links {
+            *l.lock().await = None;
+        }
+    }
+}
+
+/// Keeps L2 up: waits for a failure, then reconnects in the background with backoff. Before
+/// L2 is used again, L1 is flushed (invalidations sent while it was down were missed).
+async fn supervise(l2: Arc<L2>) {
+    let mut attempt = 0usize;
+    loop {
+        if l2.is_up() {
+            attempt = 0;
+            l2.wake.notified().await;
+            continue;
+        }
+        l2.drop_links().await;
+        l2.attempts.fetch_add(1, Ordering::Relaxed);
+        if l2.probe().await {
+            finish_reconnect(&l2);
+            continue;
+        }
+        let wait = BACKOFF_MS[attempt.min(BACKOFF_MS.len() - 1)];
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+fn finish_reconnect(l2: &L2) {
+    l2.flush_l1();
+    l2.generation.fetch_add(1, Ordering::AcqRel);
+    l2.attempts.store(0, Ordering::Relaxed);
+    l2.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+    l2.up.store(true, Ordering::Release);
+    l2.ready.store(true, Ordering::Release);
+    tracing::info!("L2 is up");
+}

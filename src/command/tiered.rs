@@ -1,0 +1,572 @@
+//! Tiered mode: how an admitted command runs when an upstream Valkey/Redis (L2) is configured.
+//!
+//! The table decides the route. `LOCAL` commands (connection, server and admin commands) run
+//! on this instance as in standalone mode. `CACHED` reads (GET, MGET) look in L1 first; a miss
+//! reads L2 on a tracking connection and fills L1 (`L2::fill`, which drops the fill if the key
+//! was invalidated meanwhile). Everything else is relayed to L2 and the client gets L2's reply
+//! verbatim; the keys a write touches leave L1 (write-through). Transactions are queued here as
+//! in standalone mode and sent as one MULTI … EXEC pipeline at EXEC; WATCH, blocking pops and
+//! pub/sub take a dedicated upstream connection for the client. When L2 is unavailable,
+//! `l2.fail_open` decides what still runs on L1 alone (TTLs capped at `l1.ttl`) and what
+//! answers `-UNAVAILABLE L2 unavailable`.
+
+use super::table::{Command, BLOCKING, CACHED, LOCAL, REGISTRY, WRITE};
+use crate::app::App;
+use crate::cache::l2::{L2Error, L2};
+use crate::config::FailOpen;
+use crate::server::reply::Reply;
+use crate::server::session::Session;
+use bytes::{Bytes, BytesMut};
+use redis::Value;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+pub const UNAVAILABLE: &str = "UNAVAILABLE L2 unavailable";
+
+/// The client's socket, for commands that wait upstream (a blocking pop ends when the client
+/// goes away, as it does in Redis).
+pub struct Io<'a> {
+    pub stream: &'a mut TcpStream,
+    pub rbuf: &'a mut BytesMut,
+}
+
+/// Runs an admitted command (`idx` from the table) in tiered mode.
+pub async fn run(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+    io: Option<Io<'_>>,
+) {
+    let c = REGISTRY.all[idx];
+    let top = REGISTRY.parent[idx].map_or(c, |p| REGISTRY.all[p]);
+    let name = c.name;
+    if top.flag(LOCAL) {
+        super::run_local(app, session, out, idx, args);
+        if matches!(name, "discard" | "reset") {
+            // Dropping the dedicated connection ends its WATCHes upstream.
+            session.upstream = None;
+        }
+        return;
+    }
+    match name {
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
+            return subscribe(app, l2, session, out, idx, args).await
+        }
+        "exec" => return exec(app, l2, session, out).await,
+        "watch" | "unwatch" => return watch(app, l2, session, out, args).await,
+        _ => {}
+    }
+    if c.flag(CACHED) {
+        return cached_read(app, l2, session, out, idx, args).await;
+    }
+    if c.flag(BLOCKING) {
+        return blocking(app, l2, session, out, idx, args, io).await;
+    }
+    relay(app, l2, session, out, idx, args).await
+}
+
+/// Builds the upstream form of a client command.
+fn upstream(args: &[Bytes]) -> redis::Cmd {
+    let mut cmd = redis::Cmd::new();
+    for a in args {
+        cmd.arg(&a[..]);
+    }
+    cmd
+}
+
+/// The keys a command may change: its key positions, or EVAL's declared keys.
+pub fn written_keys<'a>(c: &Command, args: &'a [Bytes]) -> Vec<&'a [u8]> {
+    if matches!(c.name, "eval" | "evalsha" | "eval_ro" | "evalsha_ro") {
+        let n = args
+            .get(2)
+            .and_then(|n| super::args::parse_i64(n))
+            .unwrap_or(0)
+            .max(0) as usize;
+        return args.iter().skip(3).take(n).map(|a| &a[..]).collect();
+    }
+    c.key_positions(args.len()).map(|i| &args[i][..]).collect()
+}
+
+/// Removes from L1 every key a command wrote, and whole databases for the flushing commands.
+fn drop_written(app: &App, l2: &L2, db: usize, c: &Command, args: &[Bytes]) {
+    match c.name {
+        "flushdb" => {
+            let _g = app.store.exclusive();
+            app.store.flush_db(db);
+        }
+        "flushall" | "swapdb" => {
+            let _g = app.store.exclusive();
+            app.store.flush_all();
+        }
+        _ if c.flag(WRITE) || c.name.starts_with("eval") => {
+            for k in written_keys(c, args) {
+                l2.invalidate(db, k);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a RESP2 client sees a nil reply of this command as a null array (`*-1`) rather
+/// than a null bulk string (the upstream client library does not tell them apart).
+fn nil_is_array(name: &str, argc: usize) -> bool {
+    match name {
+        "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "exec" | "blmpop" | "lmpop" | "zmpop"
+        | "bzmpop" | "xread" | "xreadgroup" => true,
+        "lpop" | "rpop" => argc == 3,
+        _ => false,
+    }
+}
+
+/// Writes an upstream reply to the client in the client's protocol.
+pub fn write_value(out: &mut Reply, v: &Value, nil_array: bool) {
+    match v {
+        Value::Nil if nil_array => out.null_array(),
+        Value::Nil => out.null(),
+        Value::Int(n) => out.int(*n),
+        Value::BulkString(b) => out.bulk(b),
+        Value::Array(items) => {
+            out.array(items.len());
+            items.iter().for_each(|i| write_value(out, i, false));
+        }
+        Value::SimpleString(s) => out.simple(s),
+        Value::Okay => out.ok(),
+        Value::Map(pairs) => {
+            out.map(pairs.len());
+            for (k, v) in pairs {
+                write_value(out, k, false);
+                write_value(out, v, false);
+            }
+        }
+        Value::Attribute { data, .. } => write_value(out, data, nil_array),
+        Value::Set(items) => {
+            out.set(items.len());
+            items.iter().for_each(|i| write_value(out, i, false));
+        }
+        Value::Double(d) => out.double(*d),
+        Value::Boolean(b) => out.boolean(*b),
+        Value::VerbatimString { text, .. } => out.verbatim(text),
+        Value::BigNumber(n) => out.bulk(n),
+        Value::Push { data, .. } => {
+            out.push(data.len());
+            data.iter().for_each(|i| write_value(out, i, false));
+        }
+        Value::ServerError(e) => out.error(&server_error_text(e)),
+        _ => out.error("ERR unsupported reply from L2"),
+    }
+}
+
+/// The error line exactly as the upstream sent it (code, then details).
+fn server_error_text(e: &redis::ServerError) -> String {
+    match e.details() {
+        Some(d) => format!("{} {d}", e.code()),
+        None => e.code().to_string(),
+    }
+}
+
+/// Whether a command keeps working on L1 alone while L2 is unavailable (`fail_open = plain`):
+/// reads and plain writes; not the ones whose meaning depends on one shared state.
+fn plain(c: &Command, args: &[Bytes]) -> bool {
+    match c.name {
+        "set" => !args.iter().skip(3).any(|a| {
+            a.eq_ignore_ascii_case(b"nx")
+                || a.eq_ignore_ascii_case(b"xx")
+                || a.eq_ignore_ascii_case(b"get")
+        }),
+        "get" | "mget" | "setex" | "psetex" | "mset" | "del" | "unlink" | "exists" | "expire"
+        | "pexpire" | "expireat" | "pexpireat" | "persist" | "ttl" | "pttl" | "type" | "strlen"
+        | "touch" | "getrange" | "hget" | "hmget" | "hgetall" | "hset" | "hmset" | "hdel"
+        | "hexists" | "hlen" | "hkeys" | "hvals" | "smembers" | "sismember" | "scard"
+        | "lrange" | "llen" | "zrange" | "zscore" | "zcard" | "dbsize" | "keys" | "scan"
+        | "publish" => true,
+        _ => false,
+    }
+}
+
+/// L2 is unavailable: run on L1 alone if `l2.fail_open` allows this command, else refuse.
+fn fail_open(
+    app: &App,
+    l2: &L2,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+) {
+    let c = REGISTRY.all[idx];
+    let allowed = match l2.config().fail_open {
+        FailOpen::All => true,
+        FailOpen::Plain => plain(c, args),
+        FailOpen::None => false,
+    };
+    if !allowed {
+        app.metrics.error_replies.inc();
+        out.error(UNAVAILABLE);
+        return;
+    }
+    super::run_local(app, session, out, idx, args);
+    // Each instance is on its own now: nothing it writes may outlive `l1.ttl`.
+    let now = super::unix_ms();
+    let cap = now + l2.l1_ttl_ms;
+    for k in written_keys(c, args) {
+        app.store.access(session.db, k, now, |slot| {
+            if let Some(e) = slot.get() {
+                if e.expire_ms().is_none_or(|at| at > cap) {
+                    if let Some(e) = slot.get_mut() {
+                        e.set_expire(Some(cap));
+                    }
+                }
+            }
+        });
+    }
+    l2.bound_l1(now);
+}
+
+async fn relay(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+) {
+    let c = REGISTRY.all[idx];
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors().add_command(upstream(args));
+    match l2.run(session.db, session.resp3, false, &pipe).await {
+        Ok((replies, _)) => {
+            drop_written(app, l2, session.db, c, args);
+            if c.name == "select" {
+                return;
+            }
+            let v = replies.first().unwrap_or(&Value::Nil);
+            if matches!(v, Value::ServerError(_)) {
+                app.metrics.commands[idx].failed.inc();
+                app.metrics.error_replies.inc();
+            }
+            write_value(out, v, !session.resp3 && nil_is_array(c.name, args.len()));
+        }
+        Err(L2Error::Unavailable) => fail_open(app, l2, session, out, idx, args),
+    }
+}
+
+/// GET and MGET: L1 first; what L1 lacks is read from L2 (value and remaining TTL, on a
+/// tracking connection) and filled into L1.
+async fn cached_read(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+) {
+    let db = session.db;
+    let now = super::unix_ms();
+    let keys: Vec<&Bytes> = args.iter().skip(1).collect();
+    let mut found: Vec<Option<Vec<u8>>> = keys
+        .iter()
+        .map(|k| {
+            app.store.read(db, k, now, |e| {
+                e.and_then(|e| e.as_str()).map(|v| v.to_vec())
+            })
+        })
+        .collect();
+    let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+    let mut error: Option<Value> = None;
+    if !missing.is_empty() {
+        let epochs: Vec<u64> = missing.iter().map(|&i| l2.epoch(db, keys[i])).collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for &i in &missing {
+            pipe.cmd("GET")
+                .arg(&keys[i][..])
+                .cmd("PTTL")
+                .arg(&keys[i][..]);
+        }
+        match l2.run(db, true, true, &pipe).await {
+            Ok((replies, gen)) => {
+                for (j, &i) in missing.iter().enumerate() {
+                    let pttl = match replies.get(2 * j + 1) {
+                        Some(Value::Int(t)) => *t,
+                        _ => -2,
+                    };
+                    match replies.get(2 * j) {
+                        Some(Value::BulkString(v)) => {
+                            l2.stats
+                                .hits
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            l2.fill(db, keys[i], v, pttl, epochs[j], gen, now);
+                            found[i] = Some(v.clone());
+                        }
+                        Some(e @ Value::ServerError(_)) if args.len() == 2 => {
+                            error = Some(e.clone())
+                        }
+                        _ => {
+                            l2.stats
+                                .misses
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Err(L2Error::Unavailable) => return fail_open(app, l2, session, out, idx, args),
+        }
+    }
+    if let Some(e) = error {
+        app.metrics.commands[idx].failed.inc();
+        app.metrics.error_replies.inc();
+        return write_value(out, &e, false);
+    }
+    if REGISTRY.all[idx].name == "get" {
+        match &found[0] {
+            Some(v) => out.bulk(v),
+            None => out.null(),
+        }
+    } else {
+        out.array(found.len());
+        for v in &found {
+            match v {
+                Some(v) => out.bulk(v),
+                None => out.null(),
+            }
+        }
+    }
+}
+
+/// EXEC: the locally queued transaction goes upstream as one MULTI … EXEC pipeline, on the
+/// client's dedicated connection when it WATCHes keys.
+async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
+    session
+        .info
+        .multi
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let Some(m) = session.multi.take() else {
+        session.upstream = None;
+        out.error("ERR EXEC without MULTI");
+        return;
+    };
+    if m.aborted {
+        if let Some(mut con) = session.upstream.take() {
+            let _ = redis::cmd("UNWATCH").query_async::<Value>(&mut con).await;
+        }
+        out.error("EXECABORT Transaction discarded because of previous errors.");
+        return;
+    }
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors().cmd("MULTI");
+    for q in &m.queued {
+        pipe.add_command(upstream(q));
+    }
+    pipe.cmd("EXEC");
+    let result = match session.upstream.take() {
+        Some(mut con) => pipe
+            .query_async::<Vec<Value>>(&mut con)
+            .await
+            .map_err(|_| L2Error::Unavailable),
+        None => l2
+            .run(session.db, session.resp3, false, &pipe)
+            .await
+            .map(|(v, _)| v),
+    };
+    match result {
+        Ok(replies) => {
+            for q in &m.queued {
+                if let Ok(i) = super::resolve(q) {
+                    drop_written(app, l2, session.db, REGISTRY.all[i], q);
+                }
+            }
+            match replies.last() {
+                Some(v) => write_value(out, v, !session.resp3),
+                None => out.null_array(),
+            }
+        }
+        Err(_) => {
+            app.metrics.error_replies.inc();
+            out.error(UNAVAILABLE);
+        }
+    }
+}
+
+/// WATCH/UNWATCH: they live on the client's dedicated upstream connection.
+async fn watch(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply, args: &[Bytes]) {
+    let is_watch = args[0].eq_ignore_ascii_case(b"watch");
+    if is_watch && session.multi.is_some() {
+        out.error("ERR WATCH inside MULTI is not allowed");
+        return;
+    }
+    if session.upstream.is_none() {
+        if !is_watch {
+            out.ok();
+            return;
+        }
+        match l2.dedicated(session.db, session.resp3, None).await {
+            Ok(c) => session.upstream = Some(c),
+            Err(_) => {
+                app.metrics.error_replies.inc();
+                out.error(UNAVAILABLE);
+                return;
+            }
+        }
+    }
+    let Some(con) = session.upstream.as_mut() else {
+        return;
+    };
+    match upstream(args).query_async::<Value>(con).await {
+        Ok(v) => write_value(out, &v, false),
+        Err(e) => {
+            session.upstream = None;
+            app.metrics.error_replies.inc();
+            match e.code() {
+                Some(code) => out.error(&format!("{code} {}", e.detail().unwrap_or(""))),
+                None => out.error(UNAVAILABLE),
+            }
+        }
+    }
+    if !is_watch {
+        session.upstream = None;
+    }
+}
+
+/// Blocking pops wait upstream on the client's own connection, so a push through any Strata
+/// instance (or straight to L2) wakes them; the wait ends early if the client goes away.
+async fn blocking(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+    io: Option<Io<'_>>,
+) {
+    let c = REGISTRY.all[idx];
+    if session.multi.is_some() || io.is_none() {
+        // Inside a transaction (or a script) a blocking pop does not block.
+        return relay(app, l2, session, out, idx, args).await;
+    }
+    let mut con = match l2.dedicated(session.db, session.resp3, None).await {
+        Ok(c) => c,
+        Err(_) => return fail_open(app, l2, session, out, idx, args),
+    };
+    let Some(io) = io else { return };
+    let cmd = upstream(args);
+    let call = cmd.query_async::<Value>(&mut con);
+    tokio::pin!(call);
+    let kill = session.info.kill.notified();
+    tokio::pin!(kill);
+    let r = loop {
+        tokio::select! {
+            r = &mut call => break Some(r),
+            _ = &mut kill => break None,
+            n = io.stream.read_buf(io.rbuf) => match n {
+                Ok(0) | Err(_) => break None,
+                Ok(_) => continue,
+            },
+        }
+    };
+    match r {
+        // The client left: dropping the connection ends the upstream wait.
+        None => session.close = true,
+        Some(Ok(v)) => {
+            drop_written(app, l2, session.db, c, args);
+            write_value(out, &v, !session.resp3 && nil_is_array(c.name, args.len()));
+        }
+        Some(Err(e)) => {
+            app.metrics.error_replies.inc();
+            match e.code() {
+                Some(code) => out.error(&format!("{code} {}", e.detail().unwrap_or(""))),
+                None => out.error(UNAVAILABLE),
+            }
+        }
+    }
+}
+
+/// SUBSCRIBE and friends: the local handler keeps the client's subscription state and writes
+/// the confirmations; the same subscriptions are mirrored on the client's own upstream
+/// connection, whose messages are forwarded into the client's outbox. A PUBLISH through any
+/// instance (relayed to L2) or straight to L2 reaches it, and PUBLISH counts are L2's.
+async fn subscribe(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+) {
+    let name = REGISTRY.all[idx].name;
+    let before: Vec<Bytes> = match name {
+        "unsubscribe" => session.channels.clone(),
+        "punsubscribe" => session.patterns.clone(),
+        _ => Vec::new(),
+    };
+    super::run_local(app, session, out, idx, args);
+    let Some(sub) = session.subscriber.clone() else {
+        return;
+    };
+    let names: Vec<Vec<u8>> = if args.len() > 1 {
+        args[1..].iter().map(|a| a.to_vec()).collect()
+    } else {
+        before.iter().map(|a| a.to_vec()).collect()
+    };
+    if session.upstream_pubsub.is_none() {
+        if matches!(name, "unsubscribe" | "punsubscribe") {
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
+        match l2.dedicated(session.db, true, Some(tx)).await {
+            Ok(c) => session.upstream_pubsub = Some(c),
+            Err(_) => {
+                // The subscription stays local only; the client learns nothing is wrong, but a
+                // later PUBLISH through L2 would not reach it: tell it instead.
+                app.metrics.error_replies.inc();
+                out.error(UNAVAILABLE);
+                return;
+            }
+        }
+        let pubsub_app = app.pubsub_handle();
+        let info = session.info.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let text = |v: Option<&Value>| match v {
+                    Some(Value::BulkString(b)) => b.clone(),
+                    _ => Vec::new(),
+                };
+                match p.kind {
+                    redis::PushKind::Message => {
+                        pubsub_app.forward(&sub, None, &text(p.data.first()), &text(p.data.get(1)))
+                    }
+                    redis::PushKind::PMessage => pubsub_app.forward(
+                        &sub,
+                        Some(&text(p.data.first())),
+                        &text(p.data.get(1)),
+                        &text(p.data.get(2)),
+                    ),
+                    // Its subscriptions are gone with the connection: drop the client so that it
+                    // reconnects and subscribes again.
+                    redis::PushKind::Disconnection => {
+                        info.kill();
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let Some(con) = session.upstream_pubsub.as_mut() else {
+        return;
+    };
+    let r = match name {
+        "subscribe" => con.subscribe(&names).await,
+        "psubscribe" => con.psubscribe(&names).await,
+        "unsubscribe" => con.unsubscribe(&names).await,
+        _ => con.punsubscribe(&names).await,
+    };
+    if r.is_err() {
+        session.upstream_pubsub = None;
+        session.info.kill();
+    } else if session.channels.is_empty() && session.patterns.is_empty() {
+        session.upstream_pubsub = None;
+    }
+}

@@ -1,0 +1,325 @@
+//! Tiered mode from the outside: Strata instances in front of one real redis-server (the L2),
+//! driven through the `redis` crate. Coherence between instances, write-through, the command
+//! families relayed upstream, blocking pops and pub/sub across instances, and fail-open when
+//! the upstream dies and comes back.
+
+mod support;
+
+use redis::{Commands, Value};
+use std::time::Duration;
+use support::{wait_until, RedisServer, Strata};
+
+fn tiered(upstream: &RedisServer, extra: &str) -> Strata {
+    Strata::with_config(&format!(
+        "[l2]\nurl = \"redis://127.0.0.1:{}\"\ntimeout_ms = 300\n{extra}",
+        upstream.port
+    ))
+}
+
+fn get(c: &mut redis::Connection, k: &str) -> Option<String> {
+    c.get(k).expect("GET")
+}
+
+/// Waits (polling) until every connection reads `want` for `k`.
+fn converges(conns: &mut [&mut redis::Connection], k: &str, want: Option<&str>) -> bool {
+    wait_until(Duration::from_secs(2), || {
+        conns.iter_mut().all(|c| get(c, k).as_deref() == want)
+    })
+}
+
+/// Waits until the instance has connected to its upstream (its /readyz would say ready).
+fn ready(s: &Strata) {
+    let mut c = s.conn();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            redis::cmd("SET")
+                .arg("__ready")
+                .arg(1)
+                .query::<String>(&mut c)
+                .is_ok()
+                && redis::cmd("INCR")
+                    .arg("__ready_n")
+                    .query::<i64>(&mut c)
+                    .is_ok()
+        }),
+        "Strata never reached its upstream"
+    );
+}
+
+#[test]
+fn two_instances_stay_coherent_through_the_upstream() {
+    let up = RedisServer::start();
+    let (a, b) = (tiered(&up, ""), tiered(&up, ""));
+    ready(&a);
+    ready(&b);
+    let (mut ca, mut cb, mut cu) = (a.conn(), b.conn(), up.conn());
+
+    // Write through A, read through B and A (both fill their L1 from L2).
+    let _: () = ca.set("k", "v1").unwrap();
+    assert_eq!(get(&mut cb, "k").as_deref(), Some("v1"));
+    assert_eq!(get(&mut ca, "k").as_deref(), Some("v1"));
+    // Write-through: the write is in L2 when the client has its reply.
+    let _: () = cb.set("k", "v2").unwrap();
+    assert_eq!(get(&mut cu, "k").as_deref(), Some("v2"));
+    assert!(converges(&mut [&mut ca, &mut cb], "k", Some("v2")));
+
+    // A write straight to the upstream reaches both L1s.
+    let _: () = cu.set("k", "v3").unwrap();
+    assert!(converges(&mut [&mut ca, &mut cb], "k", Some("v3")));
+
+    // DEL, EXPIRE and FLUSHDB through one instance are seen by the other.
+    let _: () = ca.del("k").unwrap();
+    assert!(converges(&mut [&mut ca, &mut cb], "k", None));
+    let _: () = cu.set("e", "x").unwrap();
+    assert_eq!(get(&mut cb, "e").as_deref(), Some("x"));
+    let _: () = redis::cmd("PEXPIRE")
+        .arg("e")
+        .arg(50)
+        .query(&mut ca)
+        .unwrap();
+    assert!(converges(&mut [&mut ca, &mut cb], "e", None));
+    let _: () = cu.set("f", "y").unwrap();
+    assert_eq!(get(&mut cb, "f").as_deref(), Some("y"));
+    let _: () = redis::cmd("FLUSHDB").query(&mut ca).unwrap();
+    assert!(converges(&mut [&mut ca, &mut cb], "f", None));
+
+    // MGET mixes L1 hits, L2 hits and misses; a non-string is nil there, as in Redis.
+    let _: () = cu.set("m1", "1").unwrap();
+    let _: () = cu.hset("h", "f", "v").unwrap();
+    assert_eq!(get(&mut ca, "m1").as_deref(), Some("1"));
+    let _: () = cu.set("m2", "2").unwrap();
+    let got: Vec<Option<String>> = ca.mget(&["m1", "m2", "h", "nope"]).unwrap();
+    assert_eq!(got, vec![Some("1".into()), Some("2".into()), None, None]);
+}
+
+#[test]
+fn every_family_runs_upstream_with_redis_replies() {
+    let up = RedisServer::start();
+    let s = tiered(&up, "");
+    ready(&s);
+    let (mut c, mut cu) = (s.conn(), up.conn());
+
+    let _: () = c.hset("h", "a", "1").unwrap();
+    let _: () = c.sadd("s", &["x", "y"]).unwrap();
+    let _: () = c.rpush("l", &["1", "2", "3"]).unwrap();
+    let _: () = c.zadd("z", "m", 1.5).unwrap();
+    let n: i64 = c.incr("n", 5).unwrap();
+    assert_eq!(n, 5);
+    // Everything landed in the upstream.
+    assert_eq!(cu.hget::<_, _, String>("h", "a").unwrap(), "1");
+    assert_eq!(cu.scard::<_, i64>("s").unwrap(), 2);
+    assert_eq!(cu.llen::<_, i64>("l").unwrap(), 3);
+    assert_eq!(cu.zscore::<_, _, f64>("z", "m").unwrap(), 1.5);
+    // Reads of every type come back as Redis gives them.
+    let all: Vec<(String, f64)> = c.zrange_withscores("z", 0, -1).unwrap();
+    assert_eq!(all, vec![("m".to_string(), 1.5)]);
+    let l: Vec<String> = c.lrange("l", 0, -1).unwrap();
+    assert_eq!(l, ["1", "2", "3"]);
+    // Upstream errors reach the client verbatim.
+    let e = redis::cmd("GET")
+        .arg("h")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"));
+    let e = redis::cmd("INCR")
+        .arg("h")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+    // Scripts run upstream and their keys leave L1.
+    let _: () = c.set("sk", "1").unwrap();
+    assert_eq!(get(&mut c, "sk").as_deref(), Some("1"));
+    let v: i64 = redis::cmd("EVAL")
+        .arg("return redis.call('INCRBY', KEYS[1], 41)")
+        .arg(1)
+        .arg("sk")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, 42);
+    assert_eq!(get(&mut c, "sk").as_deref(), Some("42"));
+    // SELECT: other databases are other upstream databases.
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    let _: () = c.set("k3", "db3").unwrap();
+    let mut cu3 = redis::Client::open(format!("redis://127.0.0.1:{}/3", up.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(get(&mut cu3, "k3").as_deref(), Some("db3"));
+    assert_eq!(get(&mut cu, "k3"), None);
+}
+
+#[test]
+fn transactions_and_watch_work_across_instances() {
+    let up = RedisServer::start();
+    let (a, b) = (tiered(&up, ""), tiered(&up, ""));
+    ready(&a);
+    ready(&b);
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+
+    let (x, y): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("t", 1)
+        .incr("t", 10)
+        .query(&mut ca)
+        .unwrap();
+    assert_eq!((x, y), (1, 11));
+
+    // WATCH on A, a write through B, then EXEC on A: the transaction is aborted.
+    let _: () = redis::cmd("WATCH").arg("w").query(&mut ca).unwrap();
+    let _: () = cb.set("w", "theirs").unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut ca).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("w")
+        .arg("mine")
+        .query(&mut ca)
+        .unwrap();
+    let r: Value = redis::cmd("EXEC").query(&mut ca).unwrap();
+    assert_eq!(r, Value::Nil);
+    assert_eq!(get(&mut ca, "w").as_deref(), Some("theirs"));
+
+    // Without interference it commits.
+    let _: () = redis::cmd("WATCH").arg("w").query(&mut ca).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut ca).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("w")
+        .arg("mine")
+        .query(&mut ca)
+        .unwrap();
+    let r: Vec<String> = redis::cmd("EXEC").query(&mut ca).unwrap();
+    assert_eq!(r, ["OK"]);
+    assert!(converges(&mut [&mut ca, &mut cb], "w", Some("mine")));
+
+    // A queued unknown command aborts the transaction, as in Redis.
+    let mut raw = a.raw();
+    assert_eq!(raw.call(&[b"MULTI"]), b"+OK\r\n");
+    assert!(raw.call(&[b"NOPE"]).starts_with(b"-ERR unknown command"));
+    assert_eq!(
+        raw.call(&[b"EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+}
+
+#[test]
+fn blocking_pop_on_one_instance_is_woken_by_a_push_through_another() {
+    let up = RedisServer::start();
+    let (a, b) = (tiered(&up, ""), tiered(&up, ""));
+    ready(&a);
+    ready(&b);
+    let waiter = std::thread::spawn({
+        let mut ca = a.conn();
+        move || -> (String, String) { ca.blpop("q", 5.0).unwrap() }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut cb = b.conn();
+    let _: () = cb.rpush("q", "hello").unwrap();
+    assert_eq!(waiter.join().unwrap(), ("q".into(), "hello".into()));
+
+    // A timeout is a null array for RESP2 clients, as in Redis.
+    let mut raw = a.raw();
+    assert_eq!(raw.call(&[b"BLPOP", b"empty", b"0.1"]), b"*-1\r\n");
+
+    // A blocked client that disconnects takes nothing with it.
+    let mut gone = a.raw();
+    gone.cmd(&[b"BLPOP", b"q2", b"0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(200));
+    let _: () = cb.rpush("q2", "kept").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let left: Vec<String> = cb.lrange("q2", 0, -1).unwrap();
+    assert_eq!(left, ["kept"]);
+}
+
+#[test]
+fn pubsub_crosses_instances() {
+    let up = RedisServer::start();
+    let (a, b) = (tiered(&up, ""), tiered(&up, ""));
+    ready(&a);
+    ready(&b);
+    let mut sub = a.raw();
+    sub.set_timeout(Duration::from_secs(3));
+    assert_eq!(
+        sub.call(&[b"SUBSCRIBE", b"news"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let mut cb = b.conn();
+    let mut cu = up.conn();
+    // The subscription is in place upstream once PUBLISH counts it.
+    assert!(wait_until(Duration::from_secs(2), || {
+        redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("news")
+            .query::<(String, i64)>(&mut cb)
+            .map(|(_, n)| n == 1)
+            .unwrap_or(false)
+    }));
+    let n: i64 = cb.publish("news", "hi").unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        sub.reply(),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+    );
+    let _: i64 = cu.publish("news", "direct").unwrap();
+    assert_eq!(
+        sub.reply(),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$6\r\ndirect\r\n"
+    );
+    assert_eq!(
+        sub.call(&[b"UNSUBSCRIBE"]),
+        b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n"
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        cb.publish::<_, _, i64>("news", "x").unwrap() == 0
+    }));
+}
+
+#[test]
+fn upstream_death_fails_open_and_its_return_serves_nothing_stale() {
+    let up = RedisServer::start();
+    let port = up.port;
+    let s = tiered(&up, "");
+    ready(&s);
+    let mut c = s.conn();
+    let _: () = c.set("k", "before").unwrap();
+    assert_eq!(get(&mut c, "k").as_deref(), Some("before"));
+    drop(up);
+
+    // Plain commands keep working on L1 alone; shared-state ones are refused.
+    assert!(wait_until(Duration::from_secs(3), || {
+        redis::cmd("INCR").arg("n").query::<i64>(&mut c).is_err()
+    }));
+    for i in 0..50 {
+        let _: () = c.set(format!("p{i}"), i).expect("SET while L2 is down");
+        let v: Option<i64> = c.get(format!("p{i}")).expect("GET while L2 is down");
+        assert_eq!(v, Some(i));
+    }
+    let e = redis::cmd("INCR")
+        .arg("n")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.detail()),
+        (Some("UNAVAILABLE"), Some("L2 unavailable"))
+    );
+    let e = redis::cmd("SET")
+        .arg("lock")
+        .arg(1)
+        .arg("NX")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UNAVAILABLE"));
+    // Local writes are capped at l1.ttl.
+    let ttl: i64 = c.ttl("p1").unwrap();
+    assert!((1..=60).contains(&ttl), "ttl {ttl}");
+
+    // The upstream returns with other data: nothing cached before or during the outage is
+    // served once it is back.
+    let up = RedisServer::start_on(port);
+    let mut cu = up.conn();
+    let _: () = cu.set("k", "after").unwrap();
+    assert!(wait_until(Duration::from_secs(8), || {
+        redis::cmd("INCR").arg("n").query::<i64>(&mut c).is_ok()
+    }));
+    assert_eq!(get(&mut c, "k").as_deref(), Some("after"));
+    assert_eq!(get(&mut c, "p1"), None);
+}
