@@ -31,6 +31,8 @@ pub struct App {
     pub slowlog: SlowLog,
     pub scripts: Scripts,
     pub pubsub: Arc<PubSub>,
+    /// Standalone mode's tag index (tiered mode keeps tags in L2).
+    pub tags: crate::cache::tags::TagIndex,
     /// Clients waiting in a blocking command (INFO blocked_clients), and their order per key.
     pub blocked_clients: std::sync::atomic::AtomicUsize,
     pub block_queues: crate::server::blocking::BlockQueues,
@@ -66,6 +68,7 @@ impl App {
             slowlog: SlowLog::default(),
             scripts: Scripts::default(),
             pubsub: Arc::new(PubSub::default()),
+            tags: Default::default(),
             blocked_clients: Default::default(),
             block_queues: Default::default(),
             started: Instant::now(),

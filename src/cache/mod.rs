@@ -5,4 +5,5 @@ pub mod glob;
 pub mod l2;
 pub mod ranktree;
 pub mod store;
+pub mod tags;
 pub mod value;

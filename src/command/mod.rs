@@ -19,6 +19,7 @@ pub mod server;
 pub mod sets;
 pub mod strings;
 pub mod table;
+pub mod tags;
 pub mod tiered;
 pub mod transactions;
 pub mod typed;

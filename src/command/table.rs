@@ -4,7 +4,7 @@
 //! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
 
 use super::{
-    connection as conn, hashes, keys, lists, pubsub, scripting, server, sets, strings,
+    connection as conn, hashes, keys, lists, pubsub, scripting, server, sets, strings, tags,
     transactions as tx, zsets,
 };
 use super::{CmdResult, Ctx};
@@ -316,6 +316,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("swapdb", 3, WRITE | FAST | EXCLUSIVE, NOKEY, &["keyspace", "dangerous"], "server", "Swaps two Redis databases.", keys::swapdb),
     cmd("move", 3, WRITE | FAST | EXCLUSIVE, KEY1, S_KEY, "generic", "Moves a key to another database.", keys::move_),
     cmd("copy", -3, W | EXCLUSIVE, (1, 2, 1), S_KEY, "generic", "Copies the value of a key to a new key.", keys::copy),
+    // Tags (Strata's own)
+    cmd("tagadd", -3, WRITE | FAST, KEY1, &["keyspace", "fast"], "generic", "Attaches tags to a key (TAGINVAL removes every key carrying a tag).", tags::tagadd),
+    cmd("taginval", -2, WRITE | EXCLUSIVE, NOKEY, &["keyspace", "slow"], "generic", "Deletes every key that carries any of the tags; returns how many.", tags::taginval),
     container("object", -2, 0, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
     // Pub/sub
     cmd("subscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Listens for messages published to channels.", pubsub::subscribe),

@@ -57,6 +57,8 @@ pub async fn run(
             return subscribe(app, l2, session, out, idx, args).await
         }
         "exec" => return exec(app, l2, session, out).await,
+        "tagadd" => return super::tags::tagadd_l2(app, l2, session, out, args).await,
+        "taginval" => return super::tags::taginval_l2(app, l2, session, out, args).await,
         "watch" | "unwatch" => return watch(app, l2, session, out, args).await,
         _ => {}
     }
