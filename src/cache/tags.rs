@@ -11,9 +11,12 @@
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 
+/// (database, tag) → the keys carrying the tag.
+type Index = HashMap<(usize, Vec<u8>), HashSet<Vec<u8>>>;
+
 #[derive(Default)]
 pub struct TagIndex {
-    tags: Mutex<HashMap<(usize, Vec<u8>), HashSet<Vec<u8>>>>,
+    tags: Mutex<Index>,
 }
 
 impl TagIndex {
