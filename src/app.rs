@@ -7,7 +7,7 @@ use crate::cache::l2::L2;
 use crate::cache::store::Store;
 use crate::command::scripting::Scripts;
 use crate::config::Config;
-use crate::observe::metrics::{mirror, Metrics};
+use crate::observe::metrics::{mirror, LayerSeries, Metrics};
 use crate::observe::slowlog::SlowLog;
 use crate::server::clients::Clients;
 use crate::server::pubsub::PubSub;
@@ -50,12 +50,14 @@ impl App {
     pub fn new(config: Config, config_file: Option<String>) -> Arc<App> {
         let (tx, _) = watch::channel(false);
         let store = Arc::new(Store::new(config.server.databases));
+        let metrics = Metrics::default();
         let l2 = config.l2.enabled().then(|| {
             L2::new(
                 &config.l2,
                 &config.l1,
                 store.clone(),
                 config.server.databases,
+                metrics.l2_latency.clone(),
             )
         });
         let app = App {
@@ -64,7 +66,7 @@ impl App {
             config: RwLock::new(config),
             config_file,
             clients: Clients::default(),
-            metrics: Metrics::default(),
+            metrics,
             slowlog: SlowLog::default(),
             scripts: Scripts::default(),
             pubsub: Arc::new(PubSub::default()),
@@ -134,6 +136,38 @@ impl App {
             .sum();
         s.keys.set(keys as i64);
         s.uptime.set(self.started.elapsed().as_secs() as i64);
+        let l = &self.metrics.layers;
+        mirror(
+            &LayerSeries::layer(&l.hits, "l1"),
+            st.hits.load(Ordering::Relaxed),
+        );
+        mirror(
+            &LayerSeries::layer(&l.misses, "l1"),
+            st.misses.load(Ordering::Relaxed),
+        );
+        mirror(
+            &LayerSeries::layer(&l.evictions, "l1"),
+            st.evicted.load(Ordering::Relaxed),
+        );
+        if let Some(l2) = &self.l2 {
+            let t = &l2.stats;
+            mirror(
+                &LayerSeries::layer(&l.hits, "l2"),
+                t.hits.load(Ordering::Relaxed),
+            );
+            mirror(
+                &LayerSeries::layer(&l.misses, "l2"),
+                t.misses.load(Ordering::Relaxed),
+            );
+            mirror(&l.fills, t.fills.load(Ordering::Relaxed));
+            mirror(&l.fills_dropped, t.fills_dropped.load(Ordering::Relaxed));
+            mirror(&l.invalidations, t.invalidations.load(Ordering::Relaxed));
+            mirror(&l.l2_errors, t.errors.load(Ordering::Relaxed));
+            mirror(&l.l2_reconnects, t.reconnects.load(Ordering::Relaxed));
+            mirror(&l.breaker_opened, l2.breaker_opened());
+            l.l2_up.set(l2.is_up() as i64);
+            l.breaker_state.set(l2.breaker_state().gauge());
+        }
         mirror(&s.hits, st.hits.load(Ordering::Relaxed));
         mirror(&s.misses, st.misses.load(Ordering::Relaxed));
         mirror(&s.evicted, st.evicted.load(Ordering::Relaxed));

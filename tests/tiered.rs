@@ -323,3 +323,109 @@ fn upstream_death_fails_open_and_its_return_serves_nothing_stale() {
     assert_eq!(get(&mut c, "k").as_deref(), Some("after"));
     assert_eq!(get(&mut c, "p1"), None);
 }
+
+/// The value of one series in a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+}
+
+fn with_http(up: &RedisServer, extra: &str) -> Strata {
+    let http = support::free_port();
+    Strata::with_config(&format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[l2]\nurl = \"redis://127.0.0.1:{}\"\n{extra}",
+        up.port
+    ))
+}
+
+fn wait_ready(s: &Strata) -> String {
+    let port = s.http_port.expect("http port");
+    let mut body = String::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let (code, b) = support::http_get(port, "/readyz");
+        body = b;
+        code == 200
+    }));
+    body
+}
+
+// Feature: db-cache-optimization, Property 39: Cache Metrics Exposure
+#[test]
+fn metrics_count_hits_misses_and_fills_per_layer() {
+    let up = RedisServer::start();
+    let s = with_http(&up, "");
+    wait_ready(&s);
+    let (mut c, mut cu) = (s.conn(), up.conn());
+    let _: () = cu.set("present", "v").unwrap();
+    let _: Option<String> = c.get("absent").unwrap(); // L1 miss, L2 miss
+    let _: Option<String> = c.get("present").unwrap(); // L1 miss, L2 hit, fill
+    let _: Option<String> = c.get("present").unwrap(); // L1 hit
+    let _: Option<String> = c.get("present").unwrap(); // L1 hit
+    let _: () = c.set("present", "w").unwrap(); // own write: invalidation
+    let (_, text) = support::http_get(s.http_port.unwrap(), "/metrics");
+    assert_eq!(metric(&text, "strata_cache_hits_total{layer=\"l1\"}"), 2.0);
+    assert_eq!(
+        metric(&text, "strata_cache_misses_total{layer=\"l1\"}"),
+        2.0
+    );
+    assert_eq!(metric(&text, "strata_cache_hits_total{layer=\"l2\"}"), 1.0);
+    assert_eq!(
+        metric(&text, "strata_cache_misses_total{layer=\"l2\"}"),
+        1.0
+    );
+    assert_eq!(metric(&text, "strata_cache_fills_total"), 1.0);
+    assert!(metric(&text, "strata_cache_invalidations_total") >= 1.0);
+    assert_eq!(metric(&text, "strata_l2_up"), 1.0);
+    assert_eq!(metric(&text, "strata_breaker_state"), 0.0);
+    assert!(metric(&text, "strata_l2_request_duration_seconds_count") >= 3.0);
+    let info: String = redis::cmd("INFO").arg("tiering").query(&mut c).unwrap();
+    assert!(info.contains("l2_status:up"), "{info}");
+    assert!(info.contains("l2_hits:1\r\n"), "{info}");
+    assert!(info.contains("l1_fills:1\r\n"), "{info}");
+}
+
+// Feature: db-cache-optimization, Property 46: Cache Warming
+#[test]
+fn warm_patterns_are_in_l1_before_ready() {
+    let up = RedisServer::start();
+    let mut cu = up.conn();
+    for i in 0..50 {
+        let _: () = cu.set(format!("hot:{i}"), i).unwrap();
+        let _: () = cu.set(format!("cold:{i}"), i).unwrap();
+    }
+    let _: () = cu.sadd("hot:set", "not a string").unwrap();
+    let s = with_http(&up, "warm = [\"hot:*\"]\n");
+    wait_ready(&s);
+    // Ready means warmed: the 50 string keys matching hot:* were filled before /readyz said
+    // ready, and reading them makes no L2 round trip (they are L1 hits); cold keys are not.
+    let mut c = s.conn();
+    let info = |c: &mut redis::Connection| -> String {
+        redis::cmd("INFO").arg("tiering").query(c).unwrap()
+    };
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in INFO"))
+    };
+    let before = info(&mut c);
+    assert_eq!(field(&before, "l1_fills"), 50, "{before}");
+    for i in 0..50 {
+        let v: Option<i64> = c.get(format!("hot:{i}")).unwrap();
+        assert_eq!(v, Some(i), "hot:{i}");
+    }
+    let after = info(&mut c);
+    assert_eq!(
+        field(&after, "l2_calls"),
+        field(&before, "l2_calls"),
+        "hot keys came from L1"
+    );
+    let v: Option<i64> = c.get("cold:1").unwrap();
+    assert_eq!(v, Some(1));
+    assert_eq!(
+        field(&info(&mut c), "l2_calls"),
+        field(&before, "l2_calls") + 1
+    );
+}

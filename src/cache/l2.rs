@@ -21,6 +21,7 @@ use crate::cache::store::Store;
 use crate::config::{L1Config, L2Config};
 use crate::guard::breaker::{Breaker, Settings, State};
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -78,10 +79,18 @@ pub struct L2 {
     pub stats: L2Stats,
     /// Reconnection attempts made so far in the current outage (INFO, tests of the schedule).
     pub attempts: AtomicU64,
+    /// Round-trip times of upstream calls (the `strata_l2_request_duration_seconds` series).
+    latency: Histogram,
 }
 
 impl L2 {
-    pub fn new(cfg: &L2Config, l1: &L1Config, store: Arc<Store>, databases: usize) -> Arc<L2> {
+    pub fn new(
+        cfg: &L2Config,
+        l1: &L1Config,
+        store: Arc<Store>,
+        databases: usize,
+        latency: Histogram,
+    ) -> Arc<L2> {
         let url = if cfg.url.is_empty() {
             cfg.cluster.first().cloned().unwrap_or_default()
         } else {
@@ -118,6 +127,7 @@ impl L2 {
             wake: tokio::sync::Notify::new(),
             stats: L2Stats::default(),
             attempts: AtomicU64::new(0),
+            latency,
         })
     }
 
@@ -378,10 +388,12 @@ impl L2 {
         };
         let start = std::time::Instant::now();
         let r = pipe.query_async::<Vec<Value>>(&mut con).await;
+        let took = start.elapsed();
+        self.latency.observe(took.as_secs_f64());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .call_us
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         match r {
             Ok(v) => {
                 self.record(true);
@@ -450,6 +462,68 @@ impl L2 {
         }
     }
 
+    /// Loads keys matching the `l2.warm` patterns (database 0) into L1, at most
+    /// `l1.max_entries` of them, through the tracking connections like any fill. Returns how
+    /// many were loaded.
+    pub async fn warm(self: &Arc<Self>) -> usize {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        'patterns: for pattern in &self.cfg.warm {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::pipe();
+                scan.cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let Ok((v, _)) = self.run(0, false, false, &scan).await else {
+                    break 'patterns;
+                };
+                let Some((next, found)) = v
+                    .into_iter()
+                    .next()
+                    .and_then(|v| redis::from_redis_value::<(u64, Vec<Vec<u8>>)>(v).ok())
+                else {
+                    break;
+                };
+                keys.extend(found);
+                if keys.len() >= self.max_entries {
+                    keys.truncate(self.max_entries);
+                    break 'patterns;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let mut loaded = 0;
+        for chunk in keys.chunks(500) {
+            let epochs: Vec<u64> = chunk.iter().map(|k| self.epoch(0, k)).collect();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for k in chunk {
+                pipe.cmd("GET").arg(&k[..]).cmd("PTTL").arg(&k[..]);
+            }
+            let Ok((v, gen)) = self.run(0, true, true, &pipe).await else {
+                break;
+            };
+            let now = crate::command::unix_ms();
+            for (i, k) in chunk.iter().enumerate() {
+                if let (Some(Value::BulkString(val)), Some(Value::Int(pttl))) =
+                    (v.get(2 * i), v.get(2 * i + 1))
+                {
+                    self.fill(0, k, val, *pttl, epochs[i], gen, now);
+                    loaded += 1;
+                }
+            }
+        }
+        loaded
+    }
+
     async fn drop_links(&self) {
         for l in &self.links {
             *l.lock().await = None;
@@ -470,7 +544,7 @@ async fn supervise(l2: Arc<L2>) {
         l2.drop_links().await;
         l2.attempts.fetch_add(1, Ordering::Relaxed);
         if l2.probe().await {
-            finish_reconnect(&l2);
+            finish_reconnect(&l2).await;
             continue;
         }
         let wait = BACKOFF_MS[attempt.min(BACKOFF_MS.len() - 1)];
@@ -479,12 +553,93 @@ async fn supervise(l2: Arc<L2>) {
     }
 }
 
-fn finish_reconnect(l2: &L2) {
+async fn finish_reconnect(l2: &Arc<L2>) {
     l2.flush_l1();
     l2.generation.fetch_add(1, Ordering::AcqRel);
     l2.attempts.store(0, Ordering::Relaxed);
-    l2.stats.reconnects.fetch_add(1, Ordering::Relaxed);
     l2.up.store(true, Ordering::Release);
+    if l2.ready() {
+        l2.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let n = l2.warm().await;
+        if !l2.cfg.warm.is_empty() {
+            tracing::info!(keys = n, "L1 warmed from L2");
+        }
+    }
     l2.ready.store(true, Ordering::Release);
     tracing::info!("L2 is up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn l2(ttl_s: u64) -> (Arc<L2>, Arc<Store>) {
+        let store = Arc::new(Store::new(2));
+        let l1 = L1Config {
+            ttl: ttl_s,
+            max_entries: 10,
+            ..L1Config::default()
+        };
+        let cfg = L2Config {
+            url: "redis://127.0.0.1:1".into(),
+            ..L2Config::default()
+        };
+        let l2 = L2::new(&cfg, &l1, store.clone(), 2, Histogram::new([1.0]));
+        l2.up.store(true, Ordering::Release);
+        (l2, store)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        // Feature: db-cache-optimization, Property 17: L2 Read-Through
+        /// A value read from L2 lands in L1 with a TTL no longer than L2's remaining TTL (nor
+        /// l1.ttl), unless the key was invalidated (or L2 went down) while the read was in
+        /// flight, in which case it does not land at all.
+        #[test]
+        fn fills_never_outlive_l2_and_never_follow_their_invalidation(
+            pttl in prop_oneof![Just(-2i64), Just(-1i64), 1i64..200_000],
+            ttl_s in 1u64..100,
+            invalidated in any::<bool>(),
+            went_down in any::<bool>(),
+        ) {
+            let (l2, store) = l2(ttl_s);
+            let now = 1_000_000;
+            let epoch = l2.epoch(0, b"k");
+            let gen = l2.generation();
+            if invalidated {
+                l2.invalidate(0, b"k");
+            }
+            if went_down {
+                l2.failed(gen);
+            }
+            l2.fill(0, b"k", b"v", pttl, epoch, gen, now);
+            let stored = store.read(0, b"k", now, |e| e.and_then(|e| e.expire_ms()));
+            if invalidated || went_down || pttl == -2 {
+                prop_assert_eq!(stored, None);
+            } else {
+                let at = stored.expect("filled with an expiry");
+                let bound = if pttl > 0 { (pttl as u64).min(ttl_s * 1000) } else { ttl_s * 1000 };
+                prop_assert!(at <= now + bound && at > now);
+                // Once past the bound, L1 no longer serves it.
+                prop_assert!(store.read(0, b"k", now + bound, |e| e.is_none()));
+            }
+        }
+    }
+
+    // Feature: db-cache-optimization, Property 18: LRU Cache Behavior
+    #[test]
+    fn tiered_l1_holds_at_most_max_entries() {
+        let (l2, store) = l2(60);
+        let gen = l2.generation();
+        for i in 0..100u32 {
+            let k = format!("k{i}");
+            let e = l2.epoch(0, k.as_bytes());
+            l2.fill(0, k.as_bytes(), b"v", -1, e, gen, 1_000 + i as u64);
+            assert!(store.dbsize(0) <= 10);
+        }
+        // The most recent fill is always kept.
+        assert!(store.read(0, b"k99", 2_000, |e| e.is_some()));
+    }
 }

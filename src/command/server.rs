@@ -198,6 +198,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "modules",
     "errorstats",
     "cluster",
+    "tiering",
     "keyspace",
 ];
 
@@ -327,6 +328,9 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
     if want("cluster") {
         s.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
+    if want("tiering") {
+        s.push_str(&tiering_info(app, &cfg));
+    }
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");
         for db in 0..store.databases() {
@@ -345,6 +349,49 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
         s.truncate(s.len() - 2);
     }
     s
+}
+
+/// INFO's `# Tiering` section: the L2 upstream, its breaker, and the L1/L2 counters.
+fn tiering_info(app: &App, cfg: &crate::config::Config) -> String {
+    let Some(l2) = &app.l2 else {
+        return "# Tiering\r\nmode:standalone\r\n\r\n".to_string();
+    };
+    let st = &l2.stats;
+    let calls = st.calls.load(Ordering::Relaxed);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "# Tiering\r\nmode:tiered\r\nl2_url:{}\r\nl2_status:{}\r\nl2_fail_open:{}\r\nl2_breaker_state:{}\r\nl2_breaker_opened:{}\r\nl2_reconnect_attempts:{}\r\nl2_reconnects:{}\r\nl2_hits:{}\r\nl2_misses:{}\r\nl2_calls:{calls}\r\nl2_errors:{}\r\nl2_avg_latency_us:{}\r\nl1_max_entries:{}\r\nl1_ttl:{}\r\nl1_fills:{}\r\nl1_fills_dropped:{}\r\nl1_invalidations:{}\r\n\r\n",
+        redact(&cfg.l2.url),
+        if l2.is_up() { "up" } else { "down" },
+        match cfg.l2.fail_open {
+            crate::config::FailOpen::Plain => "plain",
+            crate::config::FailOpen::All => "all",
+            crate::config::FailOpen::None => "none",
+        },
+        l2.breaker_state().name(),
+        l2.breaker_opened(),
+        l2.attempts.load(Ordering::Relaxed),
+        st.reconnects.load(Ordering::Relaxed),
+        st.hits.load(Ordering::Relaxed),
+        st.misses.load(Ordering::Relaxed),
+        st.errors.load(Ordering::Relaxed),
+        st.call_us.load(Ordering::Relaxed).checked_div(calls).unwrap_or(0),
+        l2.max_entries,
+        l2.l1_ttl_ms / 1000,
+        st.fills.load(Ordering::Relaxed),
+        st.fills_dropped.load(Ordering::Relaxed),
+        st.invalidations.load(Ordering::Relaxed),
+    );
+    s
+}
+
+/// A URL without its password, for INFO.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(i), Some(at)) if at > i => format!("{}***{}", &url[..i + 3], &url[at..]),
+        _ => url.to_string(),
+    }
 }
 
 pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {

@@ -23,6 +23,38 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     1.0,
 ];
 
+/// The cache layer a series counts: `l1` (this process) or `l2` (the upstream Valkey/Redis).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LayerLabel {
+    pub layer: String,
+}
+
+/// Per-layer cache series (Property 39), refreshed at scrape time from the counters the
+/// store and the L2 keep.
+#[derive(Default)]
+pub struct LayerSeries {
+    pub hits: Family<LayerLabel, Counter>,
+    pub misses: Family<LayerLabel, Counter>,
+    pub evictions: Family<LayerLabel, Counter>,
+    pub fills: Counter,
+    pub fills_dropped: Counter,
+    pub invalidations: Counter,
+    pub l2_up: Gauge,
+    pub l2_errors: Counter,
+    pub l2_reconnects: Counter,
+    pub breaker_state: Gauge,
+    pub breaker_opened: Counter,
+}
+
+impl LayerSeries {
+    pub fn layer(f: &Family<LayerLabel, Counter>, layer: &str) -> Counter {
+        f.get_or_create(&LayerLabel {
+            layer: layer.to_string(),
+        })
+        .clone()
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CmdLabel {
     pub cmd: String,
@@ -69,6 +101,9 @@ pub struct Metrics {
     pub error_replies: Counter,
     pub net_input_bytes: Counter,
     pub net_output_bytes: Counter,
+    pub layers: LayerSeries,
+    /// Round trips to L2 (tiered mode), in seconds.
+    pub l2_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -180,6 +215,69 @@ impl Default for Metrics {
             "Bytes written to clients",
             net_output_bytes.clone(),
         );
+        let layers = LayerSeries::default();
+        let l = &layers;
+        registry.register(
+            "cache_hits",
+            "Cache lookups that found the key, by layer",
+            l.hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Cache lookups that did not find the key, by layer",
+            l.misses.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Keys evicted for space, by layer",
+            l.evictions.clone(),
+        );
+        registry.register(
+            "cache_fills",
+            "L1 entries filled from L2 reads",
+            l.fills.clone(),
+        );
+        registry.register(
+            "cache_fills_dropped",
+            "L2 reads not stored in L1 because the key was invalidated meanwhile",
+            l.fills_dropped.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "L1 entries removed because the key changed (invalidation pushes and own writes)",
+            l.invalidations.clone(),
+        );
+        registry.register(
+            "l2_up",
+            "1 while the L2 upstream is reachable",
+            l.l2_up.clone(),
+        );
+        registry.register(
+            "l2_errors",
+            "Failed or timed-out L2 calls",
+            l.l2_errors.clone(),
+        );
+        registry.register(
+            "l2_reconnects",
+            "Times L2 came back after an outage",
+            l.l2_reconnects.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Circuit breaker of the L2 upstream: 0 closed, 1 open, 2 half-open",
+            l.breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_opened",
+            "Times the L2 breaker opened",
+            l.breaker_opened.clone(),
+        );
+        let l2_latency = Histogram::new(LATENCY_BUCKETS.iter().copied());
+        registry.register(
+            "l2_request_duration_seconds",
+            "Round trips to the L2 upstream",
+            l2_latency.clone(),
+        );
         Metrics {
             registry,
             commands,
@@ -187,6 +285,8 @@ impl Default for Metrics {
             error_replies,
             net_input_bytes,
             net_output_bytes,
+            layers,
+            l2_latency,
         }
     }
 }
