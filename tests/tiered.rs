@@ -46,6 +46,7 @@ fn ready(s: &Strata) {
     );
 }
 
+// Feature: db-cache-optimization, Property 44: Write-Through Caching
 #[test]
 fn two_instances_stay_coherent_through_the_upstream() {
     let up = RedisServer::start();
@@ -273,6 +274,7 @@ fn pubsub_crosses_instances() {
     }));
 }
 
+// Feature: db-cache-optimization, Property 45: Cache Fail-Open
 #[test]
 fn upstream_death_fails_open_and_its_return_serves_nothing_stale() {
     let up = RedisServer::start();
@@ -427,5 +429,85 @@ fn warm_patterns_are_in_l1_before_ready() {
     assert_eq!(
         field(&info(&mut c), "l2_calls"),
         field(&before, "l2_calls") + 1
+    );
+}
+
+fn info_field(c: &mut redis::Connection, name: &str) -> String {
+    let text: String = redis::cmd("INFO").arg("tiering").query(c).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{name} not in INFO:\n{text}"))
+}
+
+// Feature: db-cache-optimization, Property 41: Connection Retry with Backoff
+#[test]
+fn reconnection_backs_off_1_2_4_then_every_4_seconds_in_the_background() {
+    let up = RedisServer::start();
+    let s = tiered(&up, "");
+    ready(&s);
+    let mut c = s.conn();
+    drop(up);
+    let lost = std::time::Instant::now();
+    // Attempts at about 0 s, 1 s, 3 s, 7 s, 11 s after the loss: sample between them.
+    for (at_ms, want) in [(500u64, 1u64), (2000, 2), (5000, 3), (9000, 4)] {
+        let wake = lost + Duration::from_millis(at_ms);
+        while std::time::Instant::now() < wake {
+            // Meanwhile client requests never wait for a reconnection attempt.
+            let t = std::time::Instant::now();
+            let _: Option<String> = c.get("k").unwrap();
+            assert!(
+                t.elapsed() < Duration::from_millis(250),
+                "a GET waited {:?}",
+                t.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let n: u64 = info_field(&mut c, "l2_reconnect_attempts").parse().unwrap();
+        assert_eq!(n, want, "attempts {at_ms} ms after the loss");
+    }
+    assert_eq!(info_field(&mut c, "l2_status"), "down");
+}
+
+// Feature: db-cache-optimization, Property 42: Circuit Breaker State Machine
+#[test]
+fn a_stalled_upstream_opens_the_breaker_and_a_good_trial_closes_it() {
+    let up = RedisServer::start();
+    let s = tiered(&up, "breaker_min_calls = 5\nbreaker_open_s = 1\n");
+    ready(&s);
+    let (mut c, mut cu) = (s.conn(), up.conn());
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query(&mut cu)
+        .unwrap();
+    // Every read times out upstream, so each fails open (a miss) instead of erroring.
+    for i in 0..5 {
+        let v: Option<String> = c.get(format!("k{i}")).unwrap();
+        assert_eq!(v, None);
+    }
+    assert_eq!(info_field(&mut c, "l2_breaker_state"), "open");
+    // Shared-state commands are refused at once while it is open.
+    let t = std::time::Instant::now();
+    let e = redis::cmd("INCR")
+        .arg("n")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UNAVAILABLE"));
+    assert!(
+        t.elapsed() < Duration::from_millis(90),
+        "refused without calling L2"
+    );
+    // After the pause and the open time, one trial call succeeds and closes it.
+    assert!(wait_until(Duration::from_secs(6), || {
+        redis::cmd("INCR").arg("n").query::<i64>(&mut c).is_ok()
+    }));
+    assert_eq!(info_field(&mut c, "l2_breaker_state"), "closed");
+    assert!(
+        info_field(&mut c, "l2_breaker_opened")
+            .parse::<u64>()
+            .unwrap()
+            >= 1
     );
 }
