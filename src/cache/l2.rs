@@ -23,6 +23,9 @@ use crate::guard::breaker::{Breaker, Settings, State};
 use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -31,6 +34,24 @@ use std::time::Duration;
 /// Slots in the invalidation-epoch table; keys share a slot by hash (a shared slot only ever
 /// makes a fill give up, never lets a stale one through).
 const EPOCH_SLOTS: usize = 1 << 14;
+
+/// A server error as a reply value (the text the upstream sent).
+fn server_error(e: &redis::RedisError) -> redis::ServerError {
+    let text = match e.detail() {
+        Some(d) => format!("-{} {d}\r\n", e.code().unwrap_or("ERR")),
+        None => format!("-{}\r\n", e.code().unwrap_or("ERR")),
+    };
+    match redis::parse_redis_value(text.as_bytes()) {
+        Ok(Value::ServerError(se)) => se,
+        _ => redis::parse_redis_value(b"-ERR L2 error\r\n")
+            .ok()
+            .and_then(|v| match v {
+                Value::ServerError(se) => Some(se),
+                _ => None,
+            })
+            .expect("a literal error line parses"),
+    }
+}
 
 /// The reconnection schedule: 1 s, 2 s, 4 s, then every 4 s.
 pub const BACKOFF_MS: [u64; 3] = [1000, 2000, 4000];
@@ -62,6 +83,119 @@ struct Link {
     plain: Vec<MultiplexedConnection>,
 }
 
+/// The shared connections to a Cluster upstream: one cluster connection per protocol (they route
+/// each command to the node owning its slot, fan KEYS/DBSIZE/FLUSHDB out to every master), and
+/// one `CLIENT TRACKING ON BCAST` connection per master, whose invalidations cover every key
+/// written on that node whatever connection read it.
+struct ClusterLink {
+    resp2: ClusterConnection,
+    resp3: ClusterConnection,
+    masters: Vec<(String, u16)>,
+    _trackers: Vec<MultiplexedConnection>,
+}
+
+/// A connection to the upstream of one client's own (WATCH, blocking pops, pub/sub).
+#[derive(Clone)]
+pub enum Dedicated {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Dedicated {
+    pub async fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Dedicated::Node(c) => cmd.query_async(c).await,
+            Dedicated::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    /// Sends a pipeline; on a Cluster all of it goes to the node owning `slot_key`'s slot.
+    pub async fn pipeline(
+        &mut self,
+        pipe: &redis::Pipeline,
+        slot_key: Option<&[u8]>,
+    ) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Dedicated::Node(c) => pipe.query_async(c).await,
+            Dedicated::Cluster(c) => {
+                let n = pipe.cmd_iter().count();
+                c.route_pipeline(pipe.clone(), 0, n, route_for(slot_key))
+                    .await
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, kind: &str, names: &[Vec<u8>]) -> redis::RedisResult<()> {
+        match (self, kind) {
+            (Dedicated::Node(c), "subscribe") => c.subscribe(names).await,
+            (Dedicated::Node(c), "psubscribe") => c.psubscribe(names).await,
+            (Dedicated::Node(c), "unsubscribe") => c.unsubscribe(names).await,
+            (Dedicated::Node(c), _) => c.punsubscribe(names).await,
+            (Dedicated::Cluster(c), "subscribe") => c.subscribe(names).await,
+            (Dedicated::Cluster(c), "psubscribe") => c.psubscribe(names).await,
+            (Dedicated::Cluster(c), "unsubscribe") => c.unsubscribe(names).await,
+            (Dedicated::Cluster(c), _) => c.punsubscribe(names).await,
+        }
+    }
+}
+
+/// Where a pipeline for `key`'s slot goes on a Cluster (any node when there is no key).
+fn route_for(key: Option<&[u8]>) -> SingleNodeRoutingInfo {
+    match key {
+        Some(k) => SingleNodeRoutingInfo::SpecificNode(Route::new(key_slot(k), SlotAddr::Master)),
+        None => SingleNodeRoutingInfo::Random,
+    }
+}
+
+/// Sends a pipeline of single-key commands to a Cluster: split by the slot of each command's
+/// first argument, one pipeline per slot, all at once; the replies come back in order.
+async fn cluster_pipeline(
+    con: &ClusterConnection,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut groups: Vec<(u16, Vec<usize>, redis::Pipeline)> = Vec::new();
+    for (i, cmd) in pipe.cmd_iter().enumerate() {
+        let slot = match cmd.args_iter().nth(1) {
+            Some(redis::Arg::Simple(k)) => key_slot(k),
+            _ => 0,
+        };
+        let g = match groups.iter().position(|g| g.0 == slot) {
+            Some(g) => g,
+            None => {
+                let mut p = redis::pipe();
+                p.ignore_errors();
+                groups.push((slot, Vec::new(), p));
+                groups.len() - 1
+            }
+        };
+        groups[g].1.push(i);
+        groups[g].2.add_command(cmd.clone());
+    }
+    let calls = groups.iter().map(|(slot, idx, p)| {
+        let mut c = con.clone();
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
+        async move { c.route_pipeline(p.clone(), 0, idx.len(), route).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut out = vec![Value::Nil; pipe.cmd_iter().count()];
+    for ((_, idx, _), r) in groups.iter().zip(results) {
+        for (i, v) in idx.iter().zip(r?) {
+            out[*i] = v;
+        }
+    }
+    Ok(out)
+}
+
+/// A key's Cluster hash slot: CRC16 (XMODEM) of its hash tag (the part between the first `{`
+/// and the next `}`, when not empty) or of the whole key, modulo 16384 — Cluster's rule.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &key[open + 1..open + 1 + close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % 16384
+}
+
 pub struct L2 {
     cfg: L2Config,
     info: redis::ConnectionInfo,
@@ -70,6 +204,9 @@ pub struct L2 {
     pub max_entries: usize,
     epochs: Box<[AtomicU64]>,
     links: Vec<tokio::sync::Mutex<Option<Arc<Link>>>>,
+    /// Set when the upstream is a Cluster (`l2.cluster`): its seed nodes.
+    seeds: Vec<String>,
+    cluster: tokio::sync::Mutex<Option<Arc<ClusterLink>>>,
     next: AtomicUsize,
     generation: AtomicU64,
     up: AtomicBool,
@@ -119,6 +256,8 @@ impl L2 {
             links: (0..databases)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
+            seeds: cfg.cluster.clone(),
+            cluster: tokio::sync::Mutex::new(None),
             next: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
             up: AtomicBool::new(false),
@@ -320,6 +459,186 @@ impl L2 {
         Ok(Link { tracking, plain })
     }
 
+    /// Whether the upstream is a Cluster (only database 0 exists there).
+    pub fn is_cluster(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
+    fn cluster_client(
+        &self,
+        protocol: ProtocolVersion,
+        push: bool,
+        timeout: bool,
+    ) -> redis::RedisResult<ClusterClient> {
+        let mut b = ClusterClient::builder(self.seeds.clone())
+            .use_protocol(protocol)
+            .connection_timeout(Duration::from_millis(self.cfg.connect_timeout_ms))
+            .retries(1);
+        if timeout {
+            b = b.response_timeout(Duration::from_millis(self.cfg.timeout_ms));
+        }
+        if !self.cfg.username.is_empty() {
+            b = b.username(&self.cfg.username);
+        }
+        if !self.cfg.password.is_empty() {
+            b = b.password(&self.cfg.password);
+        }
+        let _ = push;
+        b.build()
+    }
+
+    async fn open_cluster(self: &Arc<Self>, gen: u64) -> redis::RedisResult<ClusterLink> {
+        let mut resp2 = self
+            .cluster_client(ProtocolVersion::RESP2, false, true)?
+            .get_async_connection()
+            .await?;
+        let resp3 = self
+            .cluster_client(ProtocolVersion::RESP3, false, true)?
+            .get_async_connection()
+            .await?;
+        let slots = resp2
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let mut masters: Vec<(String, u16)> = Vec::new();
+        if let Value::Array(ranges) = slots {
+            for r in ranges {
+                if let Value::Array(parts) = r {
+                    if let Some(Value::Array(node)) = parts.get(2) {
+                        if let (Some(Value::BulkString(host)), Some(Value::Int(port))) =
+                            (node.first(), node.get(1))
+                        {
+                            let addr = (String::from_utf8_lossy(host).into_owned(), *port as u16);
+                            if !masters.contains(&addr) {
+                                masters.push(addr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        masters.sort();
+        let mut trackers = Vec::with_capacity(masters.len());
+        for (host, port) in &masters {
+            let rs = self
+                .info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let info = redis::IntoConnectionInfo::into_connection_info(
+                format!("redis://{host}:{port}").as_str(),
+            )?
+            .set_redis_settings(rs);
+            let weak: Weak<L2> = Arc::downgrade(self);
+            let push = move |p: PushInfo| {
+                if let Some(l2) = weak.upgrade() {
+                    l2.on_push(0, gen, p);
+                }
+                Ok::<(), ()>(())
+            };
+            let mut c = redis::Client::open(info)?
+                .get_multiplexed_async_connection_with_config(
+                    &self.conn_config().set_push_sender(push),
+                )
+                .await?;
+            redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .arg("BCAST")
+                .query_async::<()>(&mut c)
+                .await?;
+            trackers.push(c);
+        }
+        Ok(ClusterLink {
+            resp2,
+            resp3,
+            masters,
+            _trackers: trackers,
+        })
+    }
+
+    async fn cluster_link(self: &Arc<Self>) -> Result<(Arc<ClusterLink>, u64), L2Error> {
+        let gen = self.generation();
+        let mut slot = self.cluster.lock().await;
+        if let Some(l) = slot.as_ref() {
+            return Ok((l.clone(), gen));
+        }
+        match self.open_cluster(gen).await {
+            Ok(l) => {
+                let l = Arc::new(l);
+                if self.generation() == gen {
+                    *slot = Some(l.clone());
+                }
+                Ok((l, gen))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the L2 cluster connections");
+                self.record(false);
+                self.failed(gen);
+                Err(L2Error::Unavailable)
+            }
+        }
+    }
+
+    /// The masters of the Cluster upstream (SCAN walks them one after the other).
+    pub async fn cluster_masters(self: &Arc<Self>) -> Result<Vec<(String, u16)>, L2Error> {
+        Ok(self.cluster_link().await?.0.masters.clone())
+    }
+
+    /// Runs one command on one Cluster node, by address (SCAN across the masters).
+    pub async fn on_node(
+        self: &Arc<Self>,
+        resp3: bool,
+        node: &(String, u16),
+        cmd: redis::Cmd,
+    ) -> Result<Value, L2Error> {
+        self.admit()?;
+        let (link, gen) = self.cluster_link().await?;
+        let mut con = if resp3 {
+            link.resp3.clone()
+        } else {
+            link.resp2.clone()
+        };
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: node.0.clone(),
+            port: node.1,
+        });
+        let r = con.route_command(cmd, route).await;
+        self.outcome(r.as_ref().map(|_| ()), gen)?;
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => match e.code() {
+                Some(_) => Ok(Value::ServerError(server_error(&e))),
+                None => Err(L2Error::Unavailable),
+            },
+        }
+    }
+
+    /// Counts a call's outcome for the breaker; a connection failure marks L2 down. Server
+    /// errors are answers, not failures.
+    fn outcome(&self, r: Result<(), &redis::RedisError>, gen: u64) -> Result<(), L2Error> {
+        match r {
+            Ok(()) => {
+                self.record(true);
+                Ok(())
+            }
+            Err(e) if e.code().is_some() => {
+                self.record(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.record(false);
+                if !e.is_timeout() {
+                    tracing::warn!(error = %e, "L2 call failed");
+                    self.failed(gen);
+                }
+                Err(L2Error::Unavailable)
+            }
+        }
+    }
+
     fn on_push(&self, db: usize, gen: u64, p: PushInfo) {
         match p.kind {
             PushKind::Invalidate => match p.data.first() {
@@ -379,34 +698,46 @@ impl L2 {
         pipe: &redis::Pipeline,
     ) -> Result<(Vec<Value>, u64), L2Error> {
         self.admit()?;
-        let (link, gen) = self.link(db).await?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut con = if tracking || resp3 {
-            link.tracking[i % link.tracking.len()].clone()
-        } else {
-            link.plain[i % link.plain.len()].clone()
-        };
         let start = std::time::Instant::now();
-        let r = pipe.query_async::<Vec<Value>>(&mut con).await;
+        let (r, gen) = if self.is_cluster() {
+            let (link, gen) = self.cluster_link().await?;
+            let mut con = if tracking || resp3 {
+                link.resp3.clone()
+            } else {
+                link.resp2.clone()
+            };
+            // A single command goes as a command, so that the client library routes it as
+            // Cluster needs (KEYS/DBSIZE/FLUSHDB to every master, with their replies combined).
+            let r = match (pipe.cmd_iter().count(), pipe.cmd_iter().next()) {
+                (1, Some(cmd)) => cmd.query_async::<Value>(&mut con).await.map(|v| vec![v]),
+                _ => cluster_pipeline(&con, pipe).await,
+            };
+            (r, gen)
+        } else {
+            let (link, gen) = self.link(db).await?;
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let mut con = if tracking || resp3 {
+                link.tracking[i % link.tracking.len()].clone()
+            } else {
+                link.plain[i % link.plain.len()].clone()
+            };
+            (pipe.query_async::<Vec<Value>>(&mut con).await, gen)
+        };
         let took = start.elapsed();
         self.latency.observe(took.as_secs_f64());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .call_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.outcome(r.as_ref().map(|_| ()), gen)?;
         match r {
-            Ok(v) => {
-                self.record(true);
-                Ok((v, gen))
-            }
-            Err(e) => {
-                self.record(false);
-                if !e.is_timeout() {
-                    tracing::warn!(error = %e, "L2 call failed");
-                    self.failed(gen);
-                }
-                Err(L2Error::Unavailable)
-            }
+            Ok(v) => Ok((v, gen)),
+            // A server error for the whole pipeline (a Cluster's CROSSSLOT, say): every reply
+            // is that error.
+            Err(e) => Ok((
+                vec![Value::ServerError(server_error(&e)); pipe.cmd_iter().count()],
+                gen,
+            )),
         }
     }
 
@@ -417,8 +748,42 @@ impl L2 {
         db: usize,
         resp3: bool,
         push: Option<tokio::sync::mpsc::UnboundedSender<PushInfo>>,
-    ) -> Result<MultiplexedConnection, L2Error> {
+    ) -> Result<Dedicated, L2Error> {
         self.admit()?;
+        if self.is_cluster() {
+            let proto = if resp3 || push.is_some() {
+                ProtocolVersion::RESP3
+            } else {
+                ProtocolVersion::RESP2
+            };
+            let mut b = ClusterClient::builder(self.seeds.clone())
+                .use_protocol(proto)
+                .connection_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
+            if !self.cfg.username.is_empty() {
+                b = b.username(&self.cfg.username);
+            }
+            if !self.cfg.password.is_empty() {
+                b = b.password(&self.cfg.password);
+            }
+            if let Some(tx) = push {
+                b = b.push_sender(tx);
+            }
+            let c = match b.build() {
+                Ok(client) => client.get_async_connection().await,
+                Err(e) => Err(e),
+            };
+            return match c {
+                Ok(c) => {
+                    self.record(true);
+                    Ok(Dedicated::Cluster(c))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a dedicated L2 cluster connection");
+                    self.record(false);
+                    Err(L2Error::Unavailable)
+                }
+            };
+        }
         let proto = if resp3 || push.is_some() {
             ProtocolVersion::RESP3
         } else {
@@ -437,7 +802,7 @@ impl L2 {
         {
             Ok(c) => {
                 self.record(true);
-                Ok(c)
+                Ok(Dedicated::Node(c))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a dedicated L2 connection");
@@ -449,6 +814,15 @@ impl L2 {
 
     /// One connection attempt of the supervisor: a fresh connection answering PING.
     async fn probe(&self) -> bool {
+        if self.is_cluster() {
+            let Ok(client) = self.cluster_client(ProtocolVersion::RESP2, false, true) else {
+                return false;
+            };
+            return match client.get_async_connection().await {
+                Ok(mut c) => redis::cmd("PING").query_async::<()>(&mut c).await.is_ok(),
+                Err(_) => false,
+            };
+        }
         let Ok(client) = self.client(0, ProtocolVersion::RESP2) else {
             return false;
         };
@@ -528,6 +902,7 @@ impl L2 {
         for l in &self.links {
             *l.lock().await = None;
         }
+        *self.cluster.lock().await = None;
     }
 }
 
@@ -626,6 +1001,16 @@ mod tests {
                 prop_assert!(store.read(0, b"k", now + bound, |e| e.is_none()));
             }
         }
+    }
+
+    #[test]
+    fn key_slots_follow_cluster_rules() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
     }
 
     // Feature: db-cache-optimization, Property 18: LRU Cache Behavior

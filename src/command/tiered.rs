@@ -44,6 +44,24 @@ pub async fn run(
     let c = REGISTRY.all[idx];
     let top = REGISTRY.parent[idx].map_or(c, |p| REGISTRY.all[p]);
     let name = c.name;
+    if l2.is_cluster() {
+        match name {
+            // A Cluster has database 0 only, and says so.
+            "select" if args[1][..] != b"0"[..] => {
+                app.metrics.error_replies.inc();
+                return out.error("ERR SELECT is not allowed in cluster mode");
+            }
+            "swapdb" | "move" => {
+                app.metrics.error_replies.inc();
+                return out.error(&format!(
+                    "ERR {} is not allowed in cluster mode",
+                    name.to_ascii_uppercase()
+                ));
+            }
+            "scan" => return cluster_scan(app, l2, session, out, idx, args).await,
+            _ => {}
+        }
+    }
     if top.flag(LOCAL) {
         super::run_local(app, session, out, idx, args);
         if matches!(name, "discard" | "reset") {
@@ -351,8 +369,9 @@ async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
         return;
     };
     if m.aborted {
+        session.upstream_key = None;
         if let Some(mut con) = session.upstream.take() {
-            let _ = redis::cmd("UNWATCH").query_async::<Value>(&mut con).await;
+            let _ = con.query(&redis::cmd("UNWATCH")).await;
         }
         out.error("EXECABORT Transaction discarded because of previous errors.");
         return;
@@ -363,11 +382,26 @@ async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
         pipe.add_command(upstream(q));
     }
     pipe.cmd("EXEC");
+    // On a Cluster the whole transaction goes to the node of its (first) key's slot; keys on
+    // other slots get the node's CROSSSLOT/MOVED errors, as with Cluster itself.
+    let first_key = session.upstream_key.take().or_else(|| {
+        m.queued.iter().find_map(|q| {
+            let c = REGISTRY.all[super::resolve(q).ok()?];
+            written_keys(c, q).first().map(|k| k.to_vec())
+        })
+    });
     let result = match session.upstream.take() {
-        Some(mut con) => pipe
-            .query_async::<Vec<Value>>(&mut con)
+        Some(mut con) => con
+            .pipeline(&pipe, first_key.as_deref())
             .await
             .map_err(|_| L2Error::Unavailable),
+        None if l2.is_cluster() => match l2.dedicated(0, session.resp3, None).await {
+            Ok(mut con) => con
+                .pipeline(&pipe, first_key.as_deref())
+                .await
+                .map_err(|_| L2Error::Unavailable),
+            Err(e) => Err(e),
+        },
         None => l2
             .run(session.db, session.resp3, false, &pipe)
             .await
@@ -413,10 +447,13 @@ async fn watch(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply, 
             }
         }
     }
+    if is_watch && session.upstream_key.is_none() {
+        session.upstream_key = args.get(1).map(|k| k.to_vec());
+    }
     let Some(con) = session.upstream.as_mut() else {
         return;
     };
-    match upstream(args).query_async::<Value>(con).await {
+    match con.query(&upstream(args)).await {
         Ok(v) => write_value(out, &v, false),
         Err(e) => {
             session.upstream = None;
@@ -429,6 +466,7 @@ async fn watch(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply, 
     }
     if !is_watch {
         session.upstream = None;
+        session.upstream_key = None;
     }
 }
 
@@ -454,7 +492,7 @@ async fn blocking(
     };
     let Some(io) = io else { return };
     let cmd = upstream(args);
-    let call = cmd.query_async::<Value>(&mut con);
+    let call = con.query(&cmd);
     tokio::pin!(call);
     let kill = session.info.kill.notified();
     tokio::pin!(kill);
@@ -559,16 +597,72 @@ async fn subscribe(
     let Some(con) = session.upstream_pubsub.as_mut() else {
         return;
     };
-    let r = match name {
-        "subscribe" => con.subscribe(&names).await,
-        "psubscribe" => con.psubscribe(&names).await,
-        "unsubscribe" => con.unsubscribe(&names).await,
-        _ => con.punsubscribe(&names).await,
-    };
+    let r = con.subscribe(name, &names).await;
     if r.is_err() {
         session.upstream_pubsub = None;
         session.info.kill();
     } else if session.channels.is_empty() && session.patterns.is_empty() {
         session.upstream_pubsub = None;
     }
+}
+
+/// SCAN over a Cluster: the masters one after the other. The cursor carries the master's index
+/// in its low bits: `node_cursor * masters + index`; 0 starts at the first master, and the scan
+/// ends after the last one returns 0.
+async fn cluster_scan(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+) {
+    let Some(cursor) = std::str::from_utf8(&args[1])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        app.metrics.error_replies.inc();
+        return out.error("ERR invalid cursor");
+    };
+    let masters = match l2.cluster_masters().await {
+        Ok(m) if !m.is_empty() => m,
+        _ => return fail_open(app, l2, session, out, idx, args),
+    };
+    let n = masters.len() as u64;
+    let (mut node, inner) = ((cursor % n) as usize, cursor / n);
+    let mut cmd = redis::Cmd::new();
+    cmd.arg("SCAN").arg(inner);
+    for a in &args[2..] {
+        cmd.arg(&a[..]);
+    }
+    let reply = match l2.on_node(session.resp3, &masters[node], cmd).await {
+        Ok(v) => v,
+        Err(_) => return fail_open(app, l2, session, out, idx, args),
+    };
+    let (next, keys) = match reply {
+        Value::Array(mut parts) if parts.len() == 2 => {
+            let keys = parts.pop().unwrap_or(Value::Nil);
+            let next = match parts.pop() {
+                Some(Value::BulkString(c)) => {
+                    String::from_utf8_lossy(&c).parse::<u64>().unwrap_or(0)
+                }
+                _ => 0,
+            };
+            (next, keys)
+        }
+        other => return write_value(out, &other, false),
+    };
+    let cursor = if next != 0 {
+        next * n + node as u64
+    } else {
+        node += 1;
+        if node as u64 == n {
+            0
+        } else {
+            node as u64
+        }
+    };
+    out.array(2);
+    out.bulk(cursor.to_string().as_bytes());
+    write_value(out, &keys, false);
 }

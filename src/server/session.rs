@@ -94,9 +94,11 @@ pub struct Session {
     /// any command that ran for a millisecond or more.
     pub now_ms: u64,
     /// Tiered mode: this client's own upstream connection while it WATCHes keys.
-    pub upstream: Option<redis::aio::MultiplexedConnection>,
+    pub upstream: Option<crate::cache::l2::Dedicated>,
+    /// The key whose slot the WATCHes are on (a Cluster runs the EXEC on that node).
+    pub upstream_key: Option<Vec<u8>>,
     /// Tiered mode: this client's upstream connection for its pub/sub subscriptions.
-    pub upstream_pubsub: Option<redis::aio::MultiplexedConnection>,
+    pub upstream_pubsub: Option<crate::cache::l2::Dedicated>,
 }
 
 impl Session {
@@ -117,6 +119,7 @@ impl Session {
             block: None,
             now_ms: 0,
             upstream: None,
+            upstream_key: None,
             upstream_pubsub: None,
         }
     }

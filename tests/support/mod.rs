@@ -230,6 +230,102 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of `n` masters (no replicas) from the machine's redis-server, on loopback:
+/// `--cluster-enabled yes` nodes joined by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+/// A free port whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "strata-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                let port = free_cluster_port();
+                let conf = dir.join(format!("nodes-{port}.conf"));
+                let mut child = Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                    .arg("--cluster-config-file")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("redis-server");
+                wait_listening(port, &mut child, "redis-server (cluster)");
+                RedisServer { port, child }
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let ok = wait_until(Duration::from_secs(20), || {
+            nodes.iter().all(|n| {
+                let mut c = n.conn();
+                redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query::<String>(&mut c)
+                    .map(|i| i.contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            })
+        });
+        assert!(ok, "cluster never reached cluster_state:ok");
+        RedisCluster { nodes, dir }
+    }
+
+    /// The seed URLs for `[l2] cluster = [...]`.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// A cluster-aware client connection straight to the cluster.
+    pub fn conn(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.seeds())
+            .expect("cluster client")
+            .get_connection()
+            .expect("cluster connect")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A raw TCP client: send exact bytes, read exact replies.
 pub struct Raw {
     pub stream: TcpStream,
