@@ -56,6 +56,10 @@ fn server_error(e: &redis::RedisError) -> redis::ServerError {
 /// The reconnection schedule: 1 s, 2 s, 4 s, then every 4 s.
 pub const BACKOFF_MS: [u64; 3] = [1000, 2000, 4000];
 
+/// Receives the pushes (pub/sub messages) of a dedicated connection, in order, on the
+/// connection's own task: it must not block.
+pub type PushFn = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
 /// Why an upstream call produced no upstream reply.
 #[derive(Debug, Clone)]
 pub enum L2Error {
@@ -747,7 +751,7 @@ impl L2 {
         &self,
         db: usize,
         resp3: bool,
-        push: Option<tokio::sync::mpsc::UnboundedSender<PushInfo>>,
+        push: Option<PushFn>,
     ) -> Result<Dedicated, L2Error> {
         self.admit()?;
         if self.is_cluster() {
@@ -765,8 +769,11 @@ impl L2 {
             if !self.cfg.password.is_empty() {
                 b = b.password(&self.cfg.password);
             }
-            if let Some(tx) = push {
-                b = b.push_sender(tx);
+            if let Some(f) = push.clone() {
+                b = b.push_sender(move |p: PushInfo| {
+                    f(p);
+                    Ok::<(), ()>(())
+                });
             }
             let c = match b.build() {
                 Ok(client) => client.get_async_connection().await,
@@ -793,8 +800,11 @@ impl L2 {
         let mut cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(self.cfg.connect_timeout_ms)))
             .set_response_timeout(None);
-        if let Some(tx) = push {
-            cfg = cfg.set_push_sender(tx);
+        if let Some(f) = push {
+            cfg = cfg.set_push_sender(move |p: PushInfo| {
+                f(p);
+                Ok::<(), ()>(())
+            });
         }
         match client
             .get_multiplexed_async_connection_with_config(&cfg)

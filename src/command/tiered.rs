@@ -29,6 +29,8 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE L2 unavailable";
 pub struct Io<'a> {
     pub stream: &'a mut TcpStream,
     pub rbuf: &'a mut BytesMut,
+    /// The client's pub/sub outbox (messages forwarded from its upstream subscriptions).
+    pub mailbox: &'a mut crate::server::pubsub::Mailbox,
 }
 
 /// Runs an admitted command (`idx` from the table) in tiered mode.
@@ -44,6 +46,10 @@ pub async fn run(
     let c = REGISTRY.all[idx];
     let top = REGISTRY.parent[idx].map_or(c, |p| REGISTRY.all[p]);
     let name = c.name;
+    if REGISTRY.full_names[idx] == "memory|usage" {
+        // The key lives in L2: ask there.
+        return relay(app, l2, session, out, idx, args).await;
+    }
     if l2.is_cluster() {
         match name {
             // A Cluster has database 0 only, and says so.
@@ -72,7 +78,7 @@ pub async fn run(
     }
     match name {
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
-            return subscribe(app, l2, session, out, idx, args).await
+            return subscribe(app, l2, session, out, idx, args, io).await
         }
         "exec" => return exec(app, l2, session, out).await,
         "tagadd" => return super::tags::tagadd_l2(app, l2, session, out, args).await,
@@ -228,11 +234,15 @@ fn fail_open(
         return;
     }
     super::run_local(app, session, out, idx, args);
-    // Each instance is on its own now: nothing it writes may outlive `l1.ttl`.
+    cap_local_writes(app, l2, session.db, written_keys(c, args));
+}
+
+/// Each instance is on its own while L2 is unavailable: nothing it writes may outlive `l1.ttl`.
+fn cap_local_writes(app: &App, l2: &L2, db: usize, keys: Vec<&[u8]>) {
     let now = super::unix_ms();
     let cap = now + l2.l1_ttl_ms;
-    for k in written_keys(c, args) {
-        app.store.access(session.db, k, now, |slot| {
+    for k in keys {
+        app.store.access(db, k, now, |slot| {
             if let Some(e) = slot.get() {
                 if e.expire_ms().is_none_or(|at| at > cap) {
                     if let Some(e) = slot.get_mut() {
@@ -285,15 +295,35 @@ async fn cached_read(
 ) {
     let db = session.db;
     let now = super::unix_ms();
+    if args.len() == 2 {
+        // GET that L1 can answer: written straight from the entry, nothing copied.
+        let hit = app
+            .store
+            .read(db, &args[1], now, |e| match e.and_then(|e| e.as_str()) {
+                Some(v) => {
+                    out.bulk(v);
+                    true
+                }
+                None => false,
+            });
+        if hit {
+            return;
+        }
+    }
     let keys: Vec<&Bytes> = args.iter().skip(1).collect();
+    // (A single GET already looked in L1 above.)
     let mut found: Vec<Option<Vec<u8>>> = keys
         .iter()
+        .filter(|_| args.len() > 2)
         .map(|k| {
             app.store.read(db, k, now, |e| {
                 e.and_then(|e| e.as_str()).map(|v| v.to_vec())
             })
         })
         .collect();
+    if found.is_empty() {
+        found.push(None);
+    }
     let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
     let mut error: Option<Value> = None;
     if !missing.is_empty() {
@@ -420,8 +450,40 @@ async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
             }
         }
         Err(_) => {
-            app.metrics.error_replies.inc();
-            out.error(UNAVAILABLE);
+            // Fail-open: a transaction of plain commands (django-redis's set_many, say) runs on
+            // L1 alone like its commands would one by one; anything else is refused.
+            let allowed = match l2.config().fail_open {
+                FailOpen::All => true,
+                FailOpen::Plain => m
+                    .queued
+                    .iter()
+                    .all(|q| super::resolve(q).is_ok_and(|i| plain(REGISTRY.all[i], q))),
+                FailOpen::None => false,
+            };
+            if !allowed {
+                app.metrics.error_replies.inc();
+                out.error(UNAVAILABLE);
+                return;
+            }
+            let written: Vec<Vec<u8>> = m
+                .queued
+                .iter()
+                .filter_map(|q| Some((REGISTRY.all[super::resolve(q).ok()?], q)))
+                .flat_map(|(c, q)| written_keys(c, q).into_iter().map(|k| k.to_vec()))
+                .collect();
+            session.multi = Some(m);
+            match super::resolve(&[Bytes::from_static(b"EXEC")]) {
+                Ok(exec) => {
+                    super::run_local(app, session, out, exec, &[Bytes::from_static(b"EXEC")])
+                }
+                Err(e) => out.error(e.as_str()),
+            }
+            cap_local_writes(
+                app,
+                l2,
+                session.db,
+                written.iter().map(|k| &k[..]).collect(),
+            );
         }
     }
 }
@@ -534,65 +596,74 @@ async fn subscribe(
     out: &mut Reply,
     idx: usize,
     args: &[Bytes],
+    io: Option<Io<'_>>,
 ) {
     let name = REGISTRY.all[idx].name;
-    let before: Vec<Bytes> = match name {
-        "unsubscribe" => session.channels.clone(),
-        "punsubscribe" => session.patterns.clone(),
-        _ => Vec::new(),
+    let unsubscribing = matches!(name, "unsubscribe" | "punsubscribe");
+    let names: Vec<Vec<u8>> = match (args.len() > 1, name) {
+        (true, _) => args[1..].iter().map(|a| a.to_vec()).collect(),
+        (false, "unsubscribe") => session.channels.iter().map(|a| a.to_vec()).collect(),
+        (false, _) => session.patterns.iter().map(|a| a.to_vec()).collect(),
     };
+    if unsubscribing {
+        // Upstream first: every message the upstream sent before its confirmation is then in
+        // this client's outbox, and goes out before our confirmation, as Redis orders them.
+        if let Some(con) = session.upstream_pubsub.as_mut() {
+            if !names.is_empty() && con.subscribe(name, &names).await.is_err() {
+                session.upstream_pubsub = None;
+                session.info.kill();
+            }
+        }
+        if let Some(mb) = io.map(|io| io.mailbox) {
+            while let Ok(m) = mb.rx.try_recv() {
+                out.raw(&m);
+                mb.written(m.len());
+            }
+        }
+        super::run_local(app, session, out, idx, args);
+        if session.channels.is_empty() && session.patterns.is_empty() {
+            session.upstream_pubsub = None;
+        }
+        return;
+    }
     super::run_local(app, session, out, idx, args);
     let Some(sub) = session.subscriber.clone() else {
         return;
     };
-    let names: Vec<Vec<u8>> = if args.len() > 1 {
-        args[1..].iter().map(|a| a.to_vec()).collect()
-    } else {
-        before.iter().map(|a| a.to_vec()).collect()
-    };
     if session.upstream_pubsub.is_none() {
-        if matches!(name, "unsubscribe" | "punsubscribe") {
-            return;
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
-        match l2.dedicated(session.db, true, Some(tx)).await {
+        let pubsub = app.pubsub_handle();
+        let info = session.info.clone();
+        // Runs on the upstream connection's task, in the order the upstream sent the pushes.
+        let forward: crate::cache::l2::PushFn = Arc::new(move |p: redis::PushInfo| {
+            let text = |v: Option<&Value>| match v {
+                Some(Value::BulkString(b)) => b.clone(),
+                _ => Vec::new(),
+            };
+            match p.kind {
+                redis::PushKind::Message => {
+                    pubsub.forward(&sub, None, &text(p.data.first()), &text(p.data.get(1)))
+                }
+                redis::PushKind::PMessage => pubsub.forward(
+                    &sub,
+                    Some(&text(p.data.first())),
+                    &text(p.data.get(1)),
+                    &text(p.data.get(2)),
+                ),
+                // Its subscriptions are gone with the connection: drop the client so that it
+                // reconnects and subscribes again.
+                redis::PushKind::Disconnection => info.kill(),
+                _ => {}
+            }
+        });
+        match l2.dedicated(session.db, true, Some(forward)).await {
             Ok(c) => session.upstream_pubsub = Some(c),
             Err(_) => {
-                // The subscription stays local only; the client learns nothing is wrong, but a
-                // later PUBLISH through L2 would not reach it: tell it instead.
+                // A subscription that only exists here would never see a PUBLISH through L2.
                 app.metrics.error_replies.inc();
                 out.error(UNAVAILABLE);
                 return;
             }
         }
-        let pubsub_app = app.pubsub_handle();
-        let info = session.info.clone();
-        tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                let text = |v: Option<&Value>| match v {
-                    Some(Value::BulkString(b)) => b.clone(),
-                    _ => Vec::new(),
-                };
-                match p.kind {
-                    redis::PushKind::Message => {
-                        pubsub_app.forward(&sub, None, &text(p.data.first()), &text(p.data.get(1)))
-                    }
-                    redis::PushKind::PMessage => pubsub_app.forward(
-                        &sub,
-                        Some(&text(p.data.first())),
-                        &text(p.data.get(1)),
-                        &text(p.data.get(2)),
-                    ),
-                    // Its subscriptions are gone with the connection: drop the client so that it
-                    // reconnects and subscribes again.
-                    redis::PushKind::Disconnection => {
-                        info.kill();
-                        return;
-                    }
-                    _ => {}
-                }
-            }
-        });
     }
     let Some(con) = session.upstream_pubsub.as_mut() else {
         return;

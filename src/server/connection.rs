@@ -241,6 +241,7 @@ async fn run(
             let io = command::tiered::Io {
                 stream: &mut *stream,
                 rbuf: &mut rbuf,
+                mailbox: &mut *mailbox,
             };
             command::dispatch(app, session, out, &args, Some(io)).await;
             if let Some(block) = session.block.take() {

@@ -114,9 +114,10 @@ class RedisServerProcess:
     """A real `redis-server` (no persistence) on a free loopback port: the reference that the
     differential tests compare Strata with."""
 
-    def __init__(self, binary=None, extra_args=()):
+    def __init__(self, binary=None, extra_args=(), port=None):
         binary = binary or shutil.which("redis-server") or "redis-server"
-        self.port = free_port()
+        # `port`: a given port, e.g. to restart an upstream where its clients expect it.
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="redis-ref-")
         self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = subprocess.Popen(
@@ -133,6 +134,12 @@ class RedisServerProcess:
         except Exception:
             self.stop()
             raise
+
+    def kill(self):
+        """SIGKILL, as a crash would: no clean shutdown, clients see their connections reset."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self):
         _terminate(self.proc)
