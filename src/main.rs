@@ -71,6 +71,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Stack of each runtime worker thread.
+const WORKER_STACK: usize = 32 << 20;
+
 fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
     strata::observe::log::init(&cfg.log);
     strata::server::raise_nofile(cfg.server.maxclients);
@@ -80,6 +83,10 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        // Deeply nested values (a Lua reply 1000 tables deep, say) are converted recursively;
+        // the 2 MiB default is not enough for that in an unoptimized build. Only the pages a
+        // thread touches are resident.
+        .thread_stack_size(WORKER_STACK)
         .enable_all()
         .build()
     {

@@ -564,26 +564,12 @@ impl L2 {
     }
 
     async fn cluster_link(self: &Arc<Self>) -> Result<(Arc<ClusterLink>, u64), L2Error> {
-        let gen = self.generation();
-        let mut slot = self.cluster.lock().await;
-        if let Some(l) = slot.as_ref() {
-            return Ok((l.clone(), gen));
-        }
-        match self.open_cluster(gen).await {
-            Ok(l) => {
-                let l = Arc::new(l);
-                if self.generation() == gen {
-                    *slot = Some(l.clone());
-                }
-                Ok((l, gen))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the L2 cluster connections");
-                self.record(false);
-                self.failed(gen);
-                Err(L2Error::Unavailable)
-            }
-        }
+        self.open_once(
+            &self.cluster,
+            |gen| self.open_cluster(gen),
+            "the L2 cluster connections",
+        )
+        .await
     }
 
     /// The masters of the Cluster upstream (SCAN walks them one after the other).
@@ -669,12 +655,28 @@ impl L2 {
 
     /// The link of a database, opened on first use.
     async fn link(self: &Arc<Self>, db: usize) -> Result<(Arc<Link>, u64), L2Error> {
+        let slot = self.links.get(db).ok_or(L2Error::Unavailable)?;
+        self.open_once(slot, |gen| self.open_link(db, gen), "an L2 connection")
+            .await
+    }
+
+    /// The connections in `slot`, opened by `open` on first use (under the slot's lock, so
+    /// once), and kept unless L2 failed meanwhile. A failure to open marks L2 down.
+    async fn open_once<T, Fut>(
+        &self,
+        slot: &tokio::sync::Mutex<Option<Arc<T>>>,
+        open: impl FnOnce(u64) -> Fut,
+        what: &str,
+    ) -> Result<(Arc<T>, u64), L2Error>
+    where
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let gen = self.generation();
-        let mut slot = self.links.get(db).ok_or(L2Error::Unavailable)?.lock().await;
+        let mut slot = slot.lock().await;
         if let Some(l) = slot.as_ref() {
             return Ok((l.clone(), gen));
         }
-        match self.open_link(db, gen).await {
+        match open(gen).await {
             Ok(l) => {
                 let l = Arc::new(l);
                 if self.generation() == gen {
@@ -683,7 +685,7 @@ impl L2 {
                 Ok((l, gen))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open an L2 connection");
+                tracing::warn!(error = %e, "cannot open {what}");
                 self.record(false);
                 self.failed(gen);
                 Err(L2Error::Unavailable)

@@ -186,6 +186,15 @@ pub fn write_value(out: &mut Reply, v: &Value, nil_array: bool) {
     }
 }
 
+/// A failed upstream call as the client sees it: the upstream's own error, verbatim, or
+/// UNAVAILABLE when there was no answer.
+fn write_error(out: &mut Reply, e: &redis::RedisError) {
+    match e.code() {
+        Some(code) => out.error(&format!("{code} {}", e.detail().unwrap_or(""))),
+        None => out.error(UNAVAILABLE),
+    }
+}
+
 /// The error line exactly as the upstream sent it (code, then details).
 fn server_error_text(e: &redis::ServerError) -> String {
     match e.details() {
@@ -520,10 +529,7 @@ async fn watch(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply, 
         Err(e) => {
             session.upstream = None;
             app.metrics.error_replies.inc();
-            match e.code() {
-                Some(code) => out.error(&format!("{code} {}", e.detail().unwrap_or(""))),
-                None => out.error(UNAVAILABLE),
-            }
+            write_error(out, &e);
         }
     }
     if !is_watch {
@@ -577,10 +583,7 @@ async fn blocking(
         }
         Some(Err(e)) => {
             app.metrics.error_replies.inc();
-            match e.code() {
-                Some(code) => out.error(&format!("{code} {}", e.detail().unwrap_or(""))),
-                None => out.error(UNAVAILABLE),
-            }
+            write_error(out, &e);
         }
     }
 }
