@@ -284,6 +284,24 @@ fn upstream_death_fails_open_and_its_return_serves_nothing_stale() {
     let mut c = s.conn();
     let _: () = c.set("k", "before").unwrap();
     assert_eq!(get(&mut c, "k").as_deref(), Some("before"));
+    // Load from other clients across the kill and the restart: not one GET or SET fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (mut lc, stop) = (s.conn(), stop.clone());
+            std::thread::spawn(move || -> u64 {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = format!("load:{t}:{}", n % 100);
+                    let _: () = lc.set(&k, n).expect("SET under load");
+                    let _: Option<u64> = lc.get(&k).expect("GET under load");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
     drop(up);
 
     // Plain commands keep working on L1 alone; shared-state ones are refused.
@@ -324,6 +342,10 @@ fn upstream_death_fails_open_and_its_return_serves_nothing_stale() {
     }));
     assert_eq!(get(&mut c, "k").as_deref(), Some("after"));
     assert_eq!(get(&mut c, "p1"), None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        assert!(l.join().expect("no client error under load") > 0);
+    }
 }
 
 /// The value of one series in a Prometheus text exposition.
