@@ -47,6 +47,8 @@ fn ready(s: &Strata) {
 }
 
 // Feature: db-cache-optimization, Property 44: Write-Through Caching
+// Feature: db-cache-optimization, Property 20: Cache Invalidation on Modification (cache side:
+// a key written through either instance or straight to L2 is served by no instance stale)
 #[test]
 fn two_instances_stay_coherent_through_the_upstream() {
     let up = RedisServer::start();
