@@ -400,10 +400,15 @@ impl L2 {
         }
     }
 
-    /// Evicts least recently used keys while L1 holds more than `l1.max_entries`.
+    /// Evicts least recently used keys while L1 holds more than `l1.max_entries` keys or more
+    /// than `l1.maxmemory` bytes (a near cache never refuses a fill: it evicts).
     pub fn bound_l1(&self, now: u64) {
+        // Eviction never interleaves with a transaction or script holding the exclusive gate.
+        let _gate = self.store.shared();
         let total = |s: &Store| (0..s.databases()).map(|d| s.dbsize(d)).sum::<usize>();
-        while total(&self.store) > self.max_entries {
+        while total(&self.store) > self.max_entries
+            || (self.store.maxmemory() > 0 && self.store.used_memory() > self.store.maxmemory())
+        {
             if !self.store.evict_one(now) {
                 break;
             }
@@ -1038,5 +1043,20 @@ mod tests {
         }
         // The most recent fill is always kept.
         assert!(store.read(0, b"k99", 2_000, |e| e.is_some()));
+    }
+
+    #[test]
+    fn tiered_l1_holds_at_most_its_maxmemory() {
+        let (l2, store) = l2(60);
+        store.set_limits(4096, crate::config::EvictionPolicy::AllkeysLru, 5);
+        let gen = l2.generation();
+        let big = vec![b'x'; 1000];
+        for i in 0..8u32 {
+            let k = format!("k{i}");
+            let e = l2.epoch(0, k.as_bytes());
+            l2.fill(0, k.as_bytes(), &big, -1, e, gen, 1_000 + i as u64);
+            assert!(store.used_memory() <= 4096, "{}", store.used_memory());
+        }
+        assert!(store.dbsize(0) >= 1);
     }
 }
