@@ -229,7 +229,7 @@ pub fn run_local(app: &App, session: &mut Session, out: &mut Reply, idx: usize, 
 
 /// The time a session's command runs at: its batch clock, or the real clock for a session
 /// no connection drives.
-fn session_now(session: &Session) -> u64 {
+pub fn session_now(session: &Session) -> u64 {
     match session.now_ms {
         0 => unix_ms(),
         t => t,

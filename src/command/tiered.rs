@@ -46,6 +46,9 @@ pub async fn run(
     let c = REGISTRY.all[idx];
     let top = REGISTRY.parent[idx].map_or(c, |p| REGISTRY.all[p]);
     let name = c.name;
+    if c.flag(CACHED) {
+        return cached_read(app, l2, session, out, idx, args).await;
+    }
     if REGISTRY.full_names[idx] == "memory|usage" {
         // The key lives in L2: ask there.
         return relay(app, l2, session, out, idx, args).await;
@@ -85,9 +88,6 @@ pub async fn run(
         "taginval" => return super::tags::taginval_l2(app, l2, session, out, args).await,
         "watch" | "unwatch" => return watch(app, l2, session, out, args).await,
         _ => {}
-    }
-    if c.flag(CACHED) {
-        return cached_read(app, l2, session, out, idx, args).await;
     }
     if c.flag(BLOCKING) {
         return blocking(app, l2, session, out, idx, args, io).await;
@@ -303,7 +303,7 @@ async fn cached_read(
     args: &[Bytes],
 ) {
     let db = session.db;
-    let now = super::unix_ms();
+    let now = super::session_now(session);
     if args.len() == 2 {
         // GET that L1 can answer: written straight from the entry, nothing copied.
         let hit = app
