@@ -1,11 +1,14 @@
-//! Micro-benchmarks of the hot path below the network: framing a pipelined batch, and the L1
-//! store's GET/SET of 100-byte values. The end-to-end comparison with redis-server is
-//! `benches/resp.sh`; these isolate regressions in one layer.
+//! Micro-benchmarks of the hot path below the network: framing a pipelined batch, the L1
+//! store's GET/SET of 100-byte values, and a sorted set's ordered index (`zset_*`, shaped like
+//! redis-benchmark's `ZADD myzset __rand_int__ element:__rand_int__` with `-r 100000`). The
+//! end-to-end comparison with redis-server is `benches/resp.sh`; these isolate regressions in
+//! one layer.
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use strata::cache::entry::Entry;
+use strata::cache::ranktree::RankTree;
 use strata::cache::store::Store;
 use strata::server::frame::Framer;
 
@@ -66,5 +69,151 @@ fn framing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, store, framing);
+/// xorshift64*: a fixed, cheap stream of pseudo-random numbers for the zset benches.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const ZSET_N: usize = 100_000;
+
+/// redis-benchmark's member names: `element:` and 12 digits.
+fn element(i: usize) -> [u8; 20] {
+    format!("element:{i:012}").into_bytes().try_into().unwrap()
+}
+
+/// A 100k-element index with random integer scores below 100 000, and each member's score.
+fn zset_100k(rng: &mut Rng) -> (RankTree, Vec<f64>) {
+    let scores: Vec<f64> = (0..ZSET_N).map(|_| rng.below(ZSET_N) as f64).collect();
+    let mut t = RankTree::default();
+    for (i, &s) in scores.iter().enumerate() {
+        t.insert(s, &element(i));
+    }
+    (t, scores)
+}
+
+/// One score change, with the member's bytes inline: the benches read their operations in
+/// order, so the cache misses they measure are the tree's own.
+#[derive(Clone, Copy)]
+struct Move {
+    old: f64,
+    new: f64,
+    member: [u8; 20],
+}
+
+/// 200 000 score changes of random members (`step` gives the new score), then the same undone
+/// in reverse order, so that going round the ring leaves the set as it was.
+fn ring(rng: &mut Rng, scores: &[f64], step: impl Fn(&mut Rng, f64) -> f64) -> Vec<Move> {
+    let mut scores = scores.to_vec();
+    let mut moves: Vec<Move> = (0..200_000)
+        .map(|_| {
+            let i = rng.below(ZSET_N);
+            let old = scores[i];
+            scores[i] = step(rng, old);
+            Move {
+                old,
+                new: scores[i],
+                member: element(i),
+            }
+        })
+        .collect();
+    let undo: Vec<Move> = moves
+        .iter()
+        .rev()
+        .map(|m| Move {
+            old: m.new,
+            new: m.old,
+            ..*m
+        })
+        .collect();
+    moves.extend(undo);
+    moves
+}
+
+fn zset(c: &mut Criterion) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut g = c.benchmark_group("zset");
+    g.throughput(Throughput::Elements(1));
+    // ZADD of an existing member with a random new score (redis-benchmark's ZADD with -r).
+    let (mut t, scores) = zset_100k(&mut rng);
+    let moves = ring(&mut rng, &scores, |rng, _| rng.below(ZSET_N) as f64);
+    let mut k = 0;
+    g.bench_function("zset_update_100k", |b| {
+        b.iter(|| {
+            let m = &moves[k];
+            t.update(m.old, m.new, &m.member);
+            k = (k + 1) % moves.len();
+        })
+    });
+    // ZINCRBY ±1: the element mostly stays where it is or moves a few places.
+    let (mut t, scores) = zset_100k(&mut rng);
+    let moves = ring(&mut rng, &scores, |_, s| s + 1.0);
+    let mut k = 0;
+    g.bench_function("zset_incr_100k", |b| {
+        b.iter(|| {
+            let m = &moves[k];
+            t.update(m.old, m.new, &m.member);
+            k = (k + 1) % moves.len();
+        })
+    });
+    // ZRANK of a random member, ZRANGE of one random rank.
+    let (t, scores) = zset_100k(&mut rng);
+    let probes: Vec<Move> = (0..200_000)
+        .map(|_| {
+            let i = rng.below(ZSET_N);
+            Move {
+                old: scores[i],
+                new: scores[i],
+                member: element(i),
+            }
+        })
+        .collect();
+    let mut k = 0;
+    g.bench_function("zset_rank_100k", |b| {
+        b.iter(|| {
+            let p = &probes[k];
+            k = (k + 1) % probes.len();
+            black_box(t.rank_of((p.old, &p.member)))
+        })
+    });
+    let ranks: Vec<usize> = (0..200_000).map(|_| rng.below(ZSET_N)).collect();
+    let mut k = 0;
+    g.bench_function("zset_get_100k", |b| {
+        b.iter(|| {
+            k = (k + 1) % ranks.len();
+            black_box(t.get(ranks[k]).map(|(s, _)| s))
+        })
+    });
+    drop(t);
+    // A sliding window of 100k over 200k names: ZADD a new member at a random score, ZREM
+    // the oldest.
+    let names: Vec<[u8; 20]> = (0..2 * ZSET_N).map(element).collect();
+    let score_of = |id: usize| ((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 47) as f64;
+    let mut t = RankTree::default();
+    for (id, name) in names[..ZSET_N].iter().enumerate() {
+        t.insert(score_of(id), name);
+    }
+    let mut oldest = 0usize;
+    g.bench_function("zset_insert_remove", |b| {
+        b.iter(|| {
+            let new = (oldest + ZSET_N) % names.len();
+            t.insert(score_of(new), &names[new]);
+            t.remove(score_of(oldest), &names[oldest]);
+            oldest = (oldest + 1) % names.len();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, store, framing, zset);
 criterion_main!(benches);

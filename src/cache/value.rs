@@ -384,15 +384,14 @@ impl ZSetValue {
                 let prev = *old;
                 if prev != score {
                     *old = score;
-                    self.tree.remove(prev, member);
-                    self.tree.insert(score, member);
+                    self.tree.update(prev, score, member);
                 }
                 Some(prev)
             }
             None => {
                 self.scores.insert(Member::from_slice(member), score);
                 self.tree.insert(score, member);
-                self.bytes += 2 * member.len() + ELEMENT_OVERHEAD + 40;
+                self.bytes += member.len() + ELEMENT_OVERHEAD;
                 self.skiplist |=
                     self.scores.len() > ZSET_LISTPACK_MAX || member.len() > LISTPACK_VALUE_MAX;
                 None
@@ -404,7 +403,7 @@ impl ZSetValue {
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
         let score = self.scores.swap_remove(member)?;
         self.tree.remove(score, member);
-        self.bytes -= 2 * member.len() + ELEMENT_OVERHEAD + 40;
+        self.bytes -= member.len() + ELEMENT_OVERHEAD;
         Some(score)
     }
 
