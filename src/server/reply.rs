@@ -142,6 +142,31 @@ impl Reply {
         }
     }
 
+    /// A double whose text the caller chose, e.g. PostgreSQL's shortest round-trip form of a
+    /// float8 (`0.1`, `1e+20`, `NaN`). RESP2 gets `text` as a bulk string, unchanged; RESP3 gets
+    /// a double: `text` when `v` is finite, else `inf`, `-inf` or `nan`, the only spellings
+    /// RESP3 allows for those.
+    pub fn double_text(&mut self, v: f64, text: &str) {
+        if !self.resp3 {
+            self.bulk(text.as_bytes());
+            return;
+        }
+        let text = if v.is_nan() {
+            "nan"
+        } else if v.is_infinite() {
+            if v > 0.0 {
+                "inf"
+            } else {
+                "-inf"
+            }
+        } else {
+            text
+        };
+        self.buf.push(b',');
+        self.buf.extend_from_slice(text.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
     /// A verbatim string (INFO, CLIENT INFO, ...); RESP2 sees a bulk string.
     pub fn verbatim(&mut self, text: &str) {
         if self.resp3 {
@@ -223,6 +248,21 @@ mod tests {
         assert_eq!(format_double(123456789.0), "123456789");
         assert_eq!(format_double(f64::INFINITY), "inf");
         assert_eq!(format_g(0.30000000000000004, 15), "0.3");
+    }
+
+    #[test]
+    fn double_text_keeps_the_callers_text() {
+        let mut r = Reply::new(false);
+        r.double_text(0.1, "0.1");
+        r.double_text(f64::NAN, "NaN");
+        r.double_text(f64::NEG_INFINITY, "-Infinity");
+        assert_eq!(r.buf, b"$3\r\n0.1\r\n$3\r\nNaN\r\n$9\r\n-Infinity\r\n");
+        let mut r = Reply::new(true);
+        r.double_text(1e20, "1e+20");
+        r.double_text(f64::NAN, "NaN");
+        r.double_text(f64::INFINITY, "Infinity");
+        r.double_text(f64::NEG_INFINITY, "-Infinity");
+        assert_eq!(r.buf, b",1e+20\r\n,nan\r\n,inf\r\n,-inf\r\n");
     }
 
     #[test]
