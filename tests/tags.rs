@@ -69,30 +69,42 @@ fn standalone_tags_follow_redis_conventions() {
 
 const TAGS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(100))]
-    // Feature: db-cache-optimization, Property 43: Tag-Based Cache Invalidation
-    /// Keys tagged through either instance and cached in both L1s: TAGINVAL through either
-    /// instance removes exactly the keys carrying one of its tags — from L2 and from both
-    /// L1s — and no other key.
-    #[test]
-    fn taginval_removes_exactly_the_tagged_keys_everywhere(
-        tagging in proptest::collection::vec((0u8..16, any::<bool>()), 8),
-        inval in 1u8..16,
-        via_a in any::<bool>(),
-    ) {
-        let env = env();
+// Feature: db-cache-optimization, Property 43: Tag-Based Cache Invalidation
+/// Keys tagged through either instance and cached in both L1s: TAGINVAL through either
+/// instance removes exactly the keys carrying one of its tags — from L2 and from both L1s —
+/// and no other key. (One upstream and two instances serve all 100 cases; they are stopped
+/// when the test ends.)
+#[test]
+fn taginval_removes_exactly_the_tagged_keys_everywhere() {
+    let up = RedisServer::start();
+    let (a, b) = (tiered(&up), tiered(&up));
+    let env = Env { up, a, b };
+    let strategy = (
+        proptest::collection::vec((0u8..16, any::<bool>()), 8),
+        1u8..16,
+        any::<bool>(),
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(100));
+    let result = runner.run(&strategy, |(tagging, inval, via_a)| {
         let mut conns = [env.a.conn(), env.b.conn()];
         let _: () = redis::cmd("FLUSHALL").query(&mut conns[0]).unwrap();
         let mut carried = vec![false; tagging.len()];
-        let dropped: Vec<&str> = TAGS.iter().enumerate()
-            .filter(|(i, _)| inval & (1 << i) != 0).map(|(_, t)| *t).collect();
+        let dropped: Vec<&str> = TAGS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| inval & (1 << i) != 0)
+            .map(|(_, t)| *t)
+            .collect();
         for (i, (mask, through_a)) in tagging.iter().enumerate() {
             let c = &mut conns[!*through_a as usize];
             let key = format!("k{i}");
             let _: () = c.set(&key, i).unwrap();
-            let tags: Vec<&str> = TAGS.iter().enumerate()
-                .filter(|(j, _)| mask & (1 << j) != 0).map(|(_, t)| *t).collect();
+            let tags: Vec<&str> = TAGS
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| mask & (1 << j) != 0)
+                .map(|(_, t)| *t)
+                .collect();
             if !tags.is_empty() {
                 prop_assert_eq!(tagadd(c, &key, &tags), tags.len() as i64);
             }
@@ -116,10 +128,19 @@ proptest! {
             let issuer: Option<i64> = conns[!via_a as usize].get(&key).unwrap();
             prop_assert_eq!(issuer, want);
             let other = &mut conns[via_a as usize];
-            prop_assert!(wait_until(Duration::from_secs(2), || {
-                other.get::<_, Option<i64>>(&key).unwrap() == want
-            }), "key {} on the other instance", key);
+            prop_assert!(
+                wait_until(Duration::from_secs(2), || {
+                    other.get::<_, Option<i64>>(&key).unwrap() == want
+                }),
+                "key {} on the other instance",
+                key
+            );
         }
+
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
 
@@ -127,16 +148,6 @@ struct Env {
     up: RedisServer,
     a: Strata,
     b: Strata,
-}
-
-/// One upstream and two instances for all cases of the property.
-fn env() -> &'static Env {
-    static ENV: std::sync::OnceLock<Env> = std::sync::OnceLock::new();
-    ENV.get_or_init(|| {
-        let up = RedisServer::start();
-        let (a, b) = (tiered(&up), tiered(&up));
-        Env { up, a, b }
-    })
 }
 
 #[test]
