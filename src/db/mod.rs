@@ -4,7 +4,13 @@
 //! `router` (read vs write, lag, read-your-writes, priority), `balancer` (weighted choice among
 //! eligible replicas), `health` (checks, lag probes, failover), `analyzer` (slow log, EXPLAIN,
 //! N+1, index advice), `migrate`, and `value` (turning PostgreSQL's binary result values into
-//! replies). This layer talks to PostgreSQL and returns values and its own errors; it never
-//! writes to a client socket and never calls back into `command` or `server`.
+//! replies). `classify` and `catalog` decide what a QUERY *is* before anything runs: `classify`
+//! reads the SQL text alone (one statement, which kind, read or write, which tables and
+//! functions it names, its cache-key form) and `catalog` asks PostgreSQL's catalog what those
+//! names mean (the base tables behind views, partitions and inheritance, cascades and triggers,
+//! function volatility). This layer talks to PostgreSQL and returns values and its own errors;
+//! it never writes to a client socket and never calls back into `command` or `server`.
 
+pub mod catalog;
+pub mod classify;
 pub mod value;
