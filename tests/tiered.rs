@@ -404,6 +404,9 @@ fn metrics_count_hits_misses_and_fills_per_layer() {
     assert_eq!(metric(&text, "strata_cache_fills_total"), 1.0);
     assert!(metric(&text, "strata_cache_invalidations_total") >= 1.0);
     assert_eq!(metric(&text, "strata_l2_up"), 1.0);
+    // Commands served through the tiers are counted per command like any other.
+    assert_eq!(metric(&text, "strata_commands_total{cmd=\"get\"}"), 4.0);
+    assert_eq!(metric(&text, "strata_commands_total{cmd=\"set\"}"), 1.0);
     assert_eq!(metric(&text, "strata_breaker_state"), 0.0);
     assert!(metric(&text, "strata_l2_request_duration_seconds_count") >= 3.0);
     let info: String = redis::cmd("INFO").arg("tiering").query(&mut c).unwrap();

@@ -33,8 +33,30 @@ pub struct Io<'a> {
     pub mailbox: &'a mut crate::server::pubsub::Mailbox,
 }
 
-/// Runs an admitted command (`idx` from the table) in tiered mode.
+/// Runs an admitted command (`idx` from the table) in tiered mode, and records its statistics
+/// (commands that run on this instance record theirs in `call`, as in standalone mode).
 pub async fn run(
+    app: &App,
+    l2: &Arc<L2>,
+    session: &mut Session,
+    out: &mut Reply,
+    idx: usize,
+    args: &[Bytes],
+    io: Option<Io<'_>>,
+) {
+    let c = REGISTRY.all[idx];
+    let top = REGISTRY.parent[idx].map_or(c, |p| REGISTRY.all[p]);
+    if top.flag(LOCAL) {
+        return route(app, l2, session, out, idx, args, io).await;
+    }
+    let start = quanta::Instant::now();
+    route(app, l2, session, out, idx, args, io).await;
+    let took = start.elapsed();
+    app.metrics.commands[idx].record(took);
+    app.slowlog.maybe_record(session, args, took);
+}
+
+async fn route(
     app: &App,
     l2: &Arc<L2>,
     session: &mut Session,
