@@ -476,7 +476,7 @@ impl L2 {
     fn cluster_client(
         &self,
         protocol: ProtocolVersion,
-        push: bool,
+        push: Option<PushFn>,
         timeout: bool,
     ) -> redis::RedisResult<ClusterClient> {
         let mut b = ClusterClient::builder(self.seeds.clone())
@@ -492,17 +492,22 @@ impl L2 {
         if !self.cfg.password.is_empty() {
             b = b.password(&self.cfg.password);
         }
-        let _ = push;
+        if let Some(f) = push {
+            b = b.push_sender(move |p: PushInfo| {
+                f(p);
+                Ok::<(), ()>(())
+            });
+        }
         b.build()
     }
 
     async fn open_cluster(self: &Arc<Self>, gen: u64) -> redis::RedisResult<ClusterLink> {
         let mut resp2 = self
-            .cluster_client(ProtocolVersion::RESP2, false, true)?
+            .cluster_client(ProtocolVersion::RESP2, None, true)?
             .get_async_connection()
             .await?;
         let resp3 = self
-            .cluster_client(ProtocolVersion::RESP3, false, true)?
+            .cluster_client(ProtocolVersion::RESP3, None, true)?
             .get_async_connection()
             .await?;
         let slots = resp2
@@ -761,65 +766,38 @@ impl L2 {
         push: Option<PushFn>,
     ) -> Result<Dedicated, L2Error> {
         self.admit()?;
-        if self.is_cluster() {
-            let proto = if resp3 || push.is_some() {
-                ProtocolVersion::RESP3
-            } else {
-                ProtocolVersion::RESP2
-            };
-            let mut b = ClusterClient::builder(self.seeds.clone())
-                .use_protocol(proto)
-                .connection_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
-            if !self.cfg.username.is_empty() {
-                b = b.username(&self.cfg.username);
-            }
-            if !self.cfg.password.is_empty() {
-                b = b.password(&self.cfg.password);
-            }
-            if let Some(f) = push.clone() {
-                b = b.push_sender(move |p: PushInfo| {
-                    f(p);
-                    Ok::<(), ()>(())
-                });
-            }
-            let c = match b.build() {
-                Ok(client) => client.get_async_connection().await,
-                Err(e) => Err(e),
-            };
-            return match c {
-                Ok(c) => {
-                    self.record(true);
-                    Ok(Dedicated::Cluster(c))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open a dedicated L2 cluster connection");
-                    self.record(false);
-                    Err(L2Error::Unavailable)
-                }
-            };
-        }
         let proto = if resp3 || push.is_some() {
             ProtocolVersion::RESP3
         } else {
             ProtocolVersion::RESP2
         };
-        let client = self.client(db, proto).map_err(|_| L2Error::Unavailable)?;
-        let mut cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(self.cfg.connect_timeout_ms)))
-            .set_response_timeout(None);
-        if let Some(f) = push {
-            cfg = cfg.set_push_sender(move |p: PushInfo| {
-                f(p);
-                Ok::<(), ()>(())
-            });
-        }
-        match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
+        let opened = if self.is_cluster() {
+            match self.cluster_client(proto, push, false) {
+                Ok(client) => client.get_async_connection().await.map(Dedicated::Cluster),
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut cfg = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_millis(self.cfg.connect_timeout_ms)))
+                .set_response_timeout(None);
+            if let Some(f) = push {
+                cfg = cfg.set_push_sender(move |p: PushInfo| {
+                    f(p);
+                    Ok::<(), ()>(())
+                });
+            }
+            match self.client(db, proto) {
+                Ok(client) => client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map(Dedicated::Node),
+                Err(e) => Err(e),
+            }
+        };
+        match opened {
             Ok(c) => {
                 self.record(true);
-                Ok(Dedicated::Node(c))
+                Ok(c)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a dedicated L2 connection");
@@ -832,7 +810,7 @@ impl L2 {
     /// One connection attempt of the supervisor: a fresh connection answering PING.
     async fn probe(&self) -> bool {
         if self.is_cluster() {
-            let Ok(client) = self.cluster_client(ProtocolVersion::RESP2, false, true) else {
+            let Ok(client) = self.cluster_client(ProtocolVersion::RESP2, None, true) else {
                 return false;
             };
             return match client.get_async_connection().await {
