@@ -13,7 +13,7 @@
 //! to every instance whose L1 holds it, and the invalidation epoch stops any fill that read the
 //! old value from landing afterwards, so nothing deleted is served again.
 
-use super::tiered::{write_value, UNAVAILABLE};
+use super::tiered::{refuse, write_value, UNAVAILABLE};
 use super::{CmdResult, Ctx};
 use crate::app::App;
 use crate::cache::l2::L2;
@@ -75,8 +75,7 @@ async fn upstream(
     match l2.run(session.db, session.resp3, false, pipe).await {
         Ok((v, _)) => Some(v),
         Err(_) => {
-            app.metrics.error_replies.inc();
-            out.error(UNAVAILABLE);
+            refuse(app, out, UNAVAILABLE);
             None
         }
     }

@@ -79,15 +79,17 @@ async fn route(
         match name {
             // A Cluster has database 0 only, and says so.
             "select" if args[1][..] != b"0"[..] => {
-                app.metrics.error_replies.inc();
-                return out.error("ERR SELECT is not allowed in cluster mode");
+                return refuse(app, out, "ERR SELECT is not allowed in cluster mode");
             }
             "swapdb" | "move" => {
-                app.metrics.error_replies.inc();
-                return out.error(&format!(
-                    "ERR {} is not allowed in cluster mode",
-                    name.to_ascii_uppercase()
-                ));
+                return refuse(
+                    app,
+                    out,
+                    &format!(
+                        "ERR {} is not allowed in cluster mode",
+                        name.to_ascii_uppercase()
+                    ),
+                );
             }
             "scan" => return cluster_scan(app, l2, session, out, idx, args).await,
             _ => {}
@@ -208,6 +210,12 @@ pub fn write_value(out: &mut Reply, v: &Value, nil_array: bool) {
     }
 }
 
+/// An error reply that tiered mode produces itself (counted like every error reply).
+pub fn refuse(app: &App, out: &mut Reply, msg: &str) {
+    app.metrics.error_replies.inc();
+    out.error(msg);
+}
+
 /// A failed upstream call as the client sees it: the upstream's own error, verbatim, or
 /// UNAVAILABLE when there was no answer.
 fn write_error(out: &mut Reply, e: &redis::RedisError) {
@@ -260,8 +268,7 @@ fn fail_open(
         FailOpen::None => false,
     };
     if !allowed {
-        app.metrics.error_replies.inc();
-        out.error(UNAVAILABLE);
+        refuse(app, out, UNAVAILABLE);
         return;
     }
     super::run_local(app, session, out, idx, args);
@@ -492,8 +499,7 @@ async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
                 FailOpen::None => false,
             };
             if !allowed {
-                app.metrics.error_replies.inc();
-                out.error(UNAVAILABLE);
+                refuse(app, out, UNAVAILABLE);
                 return;
             }
             let written: Vec<Vec<u8>> = m
@@ -534,8 +540,7 @@ async fn watch(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply, 
         match l2.dedicated(session.db, session.resp3, None).await {
             Ok(c) => session.upstream = Some(c),
             Err(_) => {
-                app.metrics.error_replies.inc();
-                out.error(UNAVAILABLE);
+                refuse(app, out, UNAVAILABLE);
                 return;
             }
         }
@@ -684,8 +689,7 @@ async fn subscribe(
             Ok(c) => session.upstream_pubsub = Some(c),
             Err(_) => {
                 // A subscription that only exists here would never see a PUBLISH through L2.
-                app.metrics.error_replies.inc();
-                out.error(UNAVAILABLE);
+                refuse(app, out, UNAVAILABLE);
                 return;
             }
         }
@@ -717,8 +721,7 @@ async fn cluster_scan(
         .ok()
         .and_then(|c| c.parse::<u64>().ok())
     else {
-        app.metrics.error_replies.inc();
-        return out.error("ERR invalid cursor");
+        return refuse(app, out, "ERR invalid cursor");
     };
     let masters = match l2.cluster_masters().await {
         Ok(m) if !m.is_empty() => m,
