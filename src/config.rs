@@ -155,6 +155,12 @@ pub struct L2Config {
     pub username: String,
     /// Password on the upstream (empty: none).
     pub password: String,
+    /// TLS to the upstream (`rediss://` URLs): a PEM file of the CA certificates to trust
+    /// (empty: the system's trust store).
+    pub tls_ca_file: String,
+    /// TLS client certificate and key (PEM) for upstreams that require them (empty: none).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
     /// How long to wait for a TCP connection to the upstream, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How long to wait for an upstream reply before counting it a failure, in milliseconds.
@@ -182,6 +188,9 @@ impl Default for L2Config {
             cluster: Vec::new(),
             username: String::new(),
             password: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             connect_timeout_ms: 1000,
             timeout_ms: 1000,
             pool_size: 2,
@@ -418,6 +427,21 @@ impl Config {
         for u in std::iter::once(&self.l2.url).chain(&self.l2.cluster) {
             if !u.is_empty() && redis::parse_redis_url(u).is_none() {
                 return bad("l2.url", "must be a redis:// or rediss:// URL");
+            }
+        }
+        if self.l2.tls_cert_file.is_empty() != self.l2.tls_key_file.is_empty() {
+            return bad(
+                "l2.tls_key_file",
+                "set both l2.tls_cert_file and l2.tls_key_file, or neither",
+            );
+        }
+        for (k, f) in [
+            ("l2.tls_ca_file", &self.l2.tls_ca_file),
+            ("l2.tls_cert_file", &self.l2.tls_cert_file),
+            ("l2.tls_key_file", &self.l2.tls_key_file),
+        ] {
+            if !f.is_empty() && std::fs::metadata(f).is_err() {
+                return bad(k, "file not readable");
             }
         }
         if self.l2.pool_size == 0 || self.l2.pool_size > 64 {

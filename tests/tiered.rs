@@ -538,3 +538,41 @@ fn a_stalled_upstream_opens_the_breaker_and_a_good_trial_closes_it() {
             >= 1
     );
 }
+
+#[test]
+fn a_tls_upstream_is_reached_with_its_ca_and_refused_without_it() {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-tls-{}-{}",
+        std::process::id(),
+        support::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (up, ca) = RedisServer::start_tls(&dir);
+    let cfg = |ca: &str| {
+        Strata::with_config(&format!(
+            "[l2]\nurl = \"rediss://127.0.0.1:{}\"\ntimeout_ms = 500\n{ca}",
+            up.port
+        ))
+    };
+    let with_ca = format!("tls_ca_file = \"{}\"\n", ca.display());
+    let (a, b) = (cfg(&with_ca), cfg(&with_ca));
+    ready(&a);
+    ready(&b);
+    let (mut ca_conn, mut cb) = (a.conn(), b.conn());
+    let _: () = ca_conn.set("k", "v1").unwrap();
+    assert_eq!(get(&mut cb, "k").as_deref(), Some("v1"));
+    let _: () = cb.set("k", "v2").unwrap();
+    assert!(converges(&mut [&mut ca_conn, &mut cb], "k", Some("v2")));
+    // Without the CA the certificate is not trusted: the instance fails open, never in clear.
+    let untrusting = cfg("");
+    let mut cu = untrusting.conn();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&mut cu, "k"), None);
+    let e = redis::cmd("INCR")
+        .arg("n")
+        .query::<i64>(&mut cu)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UNAVAILABLE"));
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+}

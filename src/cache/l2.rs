@@ -35,6 +35,25 @@ use std::time::Duration;
 /// makes a fill give up, never lets a stale one through).
 const EPOCH_SLOTS: usize = 1 << 14;
 
+/// The certificates for a TLS upstream from `l2.tls_*` (None when none is configured: plain
+/// TCP, or TLS with the system's trust store). Unreadable files were refused by validation.
+fn tls_certificates(cfg: &L2Config) -> Option<redis::TlsCertificates> {
+    if cfg.tls_ca_file.is_empty() && cfg.tls_cert_file.is_empty() {
+        return None;
+    }
+    let read = |f: &str| (!f.is_empty()).then(|| std::fs::read(f).ok()).flatten();
+    Some(redis::TlsCertificates {
+        client_tls: match (read(&cfg.tls_cert_file), read(&cfg.tls_key_file)) {
+            (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+            _ => None,
+        },
+        root_cert: read(&cfg.tls_ca_file),
+    })
+}
+
 /// A server error as a reply value (the text the upstream sent).
 fn server_error(e: &redis::RedisError) -> redis::ServerError {
     let text = match e.detail() {
@@ -203,6 +222,8 @@ pub fn key_slot(key: &[u8]) -> u16 {
 pub struct L2 {
     cfg: L2Config,
     info: redis::ConnectionInfo,
+    /// CA / client certificates for a `rediss://` upstream (None: plain TCP or system roots).
+    tls: Option<redis::TlsCertificates>,
     store: Arc<Store>,
     pub l1_ttl_ms: u64,
     pub max_entries: usize,
@@ -253,6 +274,7 @@ impl L2 {
         Arc::new(L2 {
             cfg: cfg.clone(),
             info,
+            tls: tls_certificates(cfg),
             store,
             l1_ttl_ms: l1.ttl.saturating_mul(1000),
             max_entries: l1.max_entries,
@@ -426,7 +448,11 @@ impl L2 {
             .clone()
             .set_db(db as i64)
             .set_protocol(protocol);
-        redis::Client::open(self.info.clone().set_redis_settings(rs))
+        let info = self.info.clone().set_redis_settings(rs);
+        match &self.tls {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+            None => redis::Client::open(info),
+        }
     }
 
     fn conn_config(&self) -> AsyncConnectionConfig {
@@ -498,6 +524,9 @@ impl L2 {
                 Ok::<(), ()>(())
             });
         }
+        if let Some(certs) = &self.tls {
+            b = b.certs(certs.clone());
+        }
         b.build()
     }
 
@@ -541,8 +570,13 @@ impl L2 {
                 .redis_settings()
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
+            let scheme = if self.seeds.iter().any(|u| u.starts_with("rediss://")) {
+                "rediss"
+            } else {
+                "redis"
+            };
             let info = redis::IntoConnectionInfo::into_connection_info(
-                format!("redis://{host}:{port}").as_str(),
+                format!("{scheme}://{host}:{port}").as_str(),
             )?
             .set_redis_settings(rs);
             let weak: Weak<L2> = Arc::downgrade(self);
@@ -552,7 +586,11 @@ impl L2 {
                 }
                 Ok::<(), ()>(())
             };
-            let mut c = redis::Client::open(info)?
+            let client = match &self.tls {
+                Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+                None => redis::Client::open(info)?,
+            };
+            let mut c = client
                 .get_multiplexed_async_connection_with_config(
                     &self.conn_config().set_push_sender(push),
                 )
