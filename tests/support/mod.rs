@@ -48,6 +48,17 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port} in time");
 }
 
+/// Runs a helper program to completion; panics with its output unless it succeeded.
+pub fn run_ok(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A running Strata server.
 pub struct Strata {
     pub port: u16,
@@ -235,16 +246,9 @@ impl RedisServer {
     /// 127.0.0.1 made by `openssl`; returns the server and the CA file clients must trust.
     pub fn start_tls(dir: &std::path::Path) -> (RedisServer, PathBuf) {
         let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let mut cmd = Command::new("openssl");
+            cmd.args(args).current_dir(dir);
+            run_ok(cmd, "openssl");
         };
         std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
         run(&[
@@ -373,17 +377,13 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]).args(&addrs).args([
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]);
+        run_ok(create, "redis-cli --cluster create");
         let ok = wait_until(Duration::from_secs(20), || {
             nodes.iter().all(|n| {
                 let mut c = n.conn();
