@@ -205,3 +205,58 @@ fn two_instances_in_front_of_a_cluster() {
     assert_eq!(n, 0);
     assert!(wait_until(Duration::from_secs(2), || get(&mut ca, "key:5").is_none()));
 }
+
+// Feature: db-cache-optimization, Property 45: Cache Fail-Open (Cluster upstream)
+#[test]
+fn a_dead_cluster_fails_open_and_its_return_serves_nothing_stale() {
+    let mut cluster = RedisCluster::start(3);
+    let s = tiered(&cluster);
+    let mut c = s.conn();
+    for i in 0..20 {
+        let _: () = c.set(format!("old:{i}"), i).unwrap();
+        let v: Option<i64> = c.get(format!("old:{i}")).unwrap();
+        assert_eq!(v, Some(i));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|t| {
+            let (mut lc, stop) = (s.conn(), stop.clone());
+            std::thread::spawn(move || -> u64 {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = format!("load:{t}:{}", n % 50);
+                    let _: () = lc.set(&k, n).expect("SET under load");
+                    let _: Option<u64> = lc.get(&k).expect("GET under load");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    cluster.kill();
+    assert!(wait_until(Duration::from_secs(5), || {
+        redis::cmd("INCR").arg("n").query::<i64>(&mut c).is_err()
+    }));
+    let e = redis::cmd("INCR")
+        .arg("n")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UNAVAILABLE"));
+    let _: () = c
+        .set("during", 1)
+        .expect("a plain SET while the cluster is down");
+    cluster.restart();
+    assert!(wait_until(Duration::from_secs(15), || {
+        redis::cmd("INCR").arg("n").query::<i64>(&mut c).is_ok()
+    }));
+    for i in 0..20 {
+        let v: Option<i64> = c.get(format!("old:{i}")).unwrap();
+        assert_eq!(v, None, "old:{i} was served from before the outage");
+    }
+    assert_eq!(get(&mut c, "during"), None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        assert!(l.join().expect("no client error under load") > 0);
+    }
+}

@@ -35,6 +35,17 @@ use std::time::Duration;
 /// makes a fill give up, never lets a stale one through).
 const EPOCH_SLOTS: usize = 1 << 14;
 
+/// Error codes with which an upstream says it cannot serve at all right now: they count as an
+/// outage (fail open, breaker failure), not as the command's answer. MOVED and ASK only reach
+/// us when the client library could not follow them (a Cluster whose nodes disagree while it
+/// comes back).
+fn outage(code: &str) -> bool {
+    matches!(
+        code,
+        "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" | "TRYAGAIN" | "MOVED" | "ASK"
+    )
+}
+
 /// The certificates for a TLS upstream from `l2.tls_*` (None when none is configured: plain
 /// TCP, or TLS with the system's trust store). Unreadable files were refused by validation.
 fn tls_certificates(cfg: &L2Config) -> Option<redis::TlsCertificates> {
@@ -783,6 +794,18 @@ impl L2 {
         self.stats
             .call_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        // A reply that says the upstream cannot serve (a Cluster that lost a master, a server
+        // still loading) is an outage, not an answer: the caller fails open.
+        let refused = match &r {
+            Ok(v) => v
+                .iter()
+                .any(|v| matches!(v, Value::ServerError(e) if outage(e.code()))),
+            Err(e) => e.code().is_some_and(outage),
+        };
+        if refused {
+            self.record(false);
+            return Err(L2Error::Unavailable);
+        }
         self.outcome(r.as_ref().map(|_| ()), gen)?;
         match r {
             Ok(v) => Ok((v, gen)),

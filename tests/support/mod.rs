@@ -335,6 +335,24 @@ impl RedisServer {
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     dir: PathBuf,
+    ports: Vec<u16>,
+}
+
+/// One cluster-enabled redis-server on `port`, its node file in `dir`.
+fn cluster_node(dir: &std::path::Path, port: u16) -> RedisServer {
+    let conf = dir.join(format!("nodes-{port}.conf"));
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+        .arg("--cluster-config-file")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-server");
+    wait_listening(port, &mut child, "redis-server (cluster)");
+    RedisServer { port, child }
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.
@@ -355,28 +373,9 @@ impl RedisCluster {
             free_port()
         ));
         std::fs::create_dir_all(&dir).expect("cluster dir");
-        let nodes: Vec<RedisServer> = (0..n)
-            .map(|_| {
-                let port = free_cluster_port();
-                let conf = dir.join(format!("nodes-{port}.conf"));
-                let mut child = Command::new("redis-server")
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
-                    .arg("--cluster-config-file")
-                    .arg(&conf)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("redis-server");
-                wait_listening(port, &mut child, "redis-server (cluster)");
-                RedisServer { port, child }
-            })
-            .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
+        let ports: Vec<u16> = (0..n).map(|_| free_cluster_port()).collect();
+        let nodes: Vec<RedisServer> = ports.iter().map(|&p| cluster_node(&dir, p)).collect();
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut create = Command::new("redis-cli");
         create.args(["--cluster", "create"]).args(&addrs).args([
             "--cluster-replicas",
@@ -384,8 +383,29 @@ impl RedisCluster {
             "--cluster-yes",
         ]);
         run_ok(create, "redis-cli --cluster create");
-        let ok = wait_until(Duration::from_secs(20), || {
-            nodes.iter().all(|n| {
+        let cluster = RedisCluster { nodes, dir, ports };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Kills every node (the cluster is gone; its node files stay).
+    pub fn kill(&mut self) {
+        self.nodes.clear();
+    }
+
+    /// Starts every node again on its port from its node file: the same cluster, empty.
+    pub fn restart(&mut self) {
+        self.nodes = self
+            .ports
+            .iter()
+            .map(|&p| cluster_node(&self.dir, p))
+            .collect();
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.nodes.iter().all(|n| {
                 let mut c = n.conn();
                 redis::cmd("CLUSTER")
                     .arg("INFO")
@@ -395,7 +415,6 @@ impl RedisCluster {
             })
         });
         assert!(ok, "cluster never reached cluster_state:ok");
-        RedisCluster { nodes, dir }
     }
 
     /// The seed URLs for `[l2] cluster = [...]`.
