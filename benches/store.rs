@@ -6,6 +6,8 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use strata::cache::entry::Entry;
 use strata::cache::ranktree::RankTree;
@@ -69,22 +71,6 @@ fn framing(c: &mut Criterion) {
     g.finish();
 }
 
-/// xorshift64*: a fixed, cheap stream of pseudo-random numbers for the zset benches.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 const ZSET_N: usize = 100_000;
 
 /// redis-benchmark's member names: `element:` and 12 digits.
@@ -93,8 +79,10 @@ fn element(i: usize) -> [u8; 20] {
 }
 
 /// A 100k-element index with random integer scores below 100 000, and each member's score.
-fn zset_100k(rng: &mut Rng) -> (RankTree, Vec<f64>) {
-    let scores: Vec<f64> = (0..ZSET_N).map(|_| rng.below(ZSET_N) as f64).collect();
+fn zset_100k(rng: &mut StdRng) -> (RankTree, Vec<f64>) {
+    let scores: Vec<f64> = (0..ZSET_N)
+        .map(|_| rng.random_range(0..ZSET_N) as f64)
+        .collect();
     let mut t = RankTree::default();
     for (i, &s) in scores.iter().enumerate() {
         t.insert(s, &element(i));
@@ -113,11 +101,11 @@ struct Move {
 
 /// 200 000 score changes of random members (`step` gives the new score), then the same undone
 /// in reverse order, so that going round the ring leaves the set as it was.
-fn ring(rng: &mut Rng, scores: &[f64], step: impl Fn(&mut Rng, f64) -> f64) -> Vec<Move> {
+fn ring(rng: &mut StdRng, scores: &[f64], step: impl Fn(&mut StdRng, f64) -> f64) -> Vec<Move> {
     let mut scores = scores.to_vec();
     let mut moves: Vec<Move> = (0..200_000)
         .map(|_| {
-            let i = rng.below(ZSET_N);
+            let i = rng.random_range(0..ZSET_N);
             let old = scores[i];
             scores[i] = step(rng, old);
             Move {
@@ -141,12 +129,14 @@ fn ring(rng: &mut Rng, scores: &[f64], step: impl Fn(&mut Rng, f64) -> f64) -> V
 }
 
 fn zset(c: &mut Criterion) {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = StdRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     let mut g = c.benchmark_group("zset");
     g.throughput(Throughput::Elements(1));
     // ZADD of an existing member with a random new score (redis-benchmark's ZADD with -r).
     let (mut t, scores) = zset_100k(&mut rng);
-    let moves = ring(&mut rng, &scores, |rng, _| rng.below(ZSET_N) as f64);
+    let moves = ring(&mut rng, &scores, |rng, _| {
+        rng.random_range(0..ZSET_N) as f64
+    });
     let mut k = 0;
     g.bench_function("zset_update_100k", |b| {
         b.iter(|| {
@@ -170,7 +160,7 @@ fn zset(c: &mut Criterion) {
     let (t, scores) = zset_100k(&mut rng);
     let probes: Vec<Move> = (0..200_000)
         .map(|_| {
-            let i = rng.below(ZSET_N);
+            let i = rng.random_range(0..ZSET_N);
             Move {
                 old: scores[i],
                 new: scores[i],
@@ -186,7 +176,7 @@ fn zset(c: &mut Criterion) {
             black_box(t.rank_of((p.old, &p.member)))
         })
     });
-    let ranks: Vec<usize> = (0..200_000).map(|_| rng.below(ZSET_N)).collect();
+    let ranks: Vec<usize> = (0..200_000).map(|_| rng.random_range(0..ZSET_N)).collect();
     let mut k = 0;
     g.bench_function("zset_get_100k", |b| {
         b.iter(|| {

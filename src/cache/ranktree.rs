@@ -1134,6 +1134,9 @@ fn check<const L: usize, const K: usize>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
+    use rand::{RngCore, SeedableRng};
     use std::collections::{BTreeSet, HashMap};
 
     proptest! {
@@ -1275,30 +1278,12 @@ mod tests {
         Ok(())
     }
 
-    /// xorshift64*, for deterministic shuffles and scores.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn shuffle<T>(&mut self, v: &mut [T]) {
-            for i in (1..v.len()).rev() {
-                v.swap(i, (self.next() % (i as u64 + 1)) as usize);
-            }
-        }
-    }
-
     /// Inserts `n` elements (1000 distinct scores, so ~n/1000 share each), checks every rank
     /// both ways, then removes them all in random order, checking the structure as it shrinks.
     fn fill_check_drain<const L: usize, const K: usize>(n: usize) {
-        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut rng = StdRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
         let mut items: Vec<(f64, Vec<u8>)> = (0..n)
-            .map(|i| ((rng.next() % 1000) as f64, format!("m{i}").into_bytes()))
+            .map(|i| ((rng.next_u64() % 1000) as f64, format!("m{i}").into_bytes()))
             .collect();
         let mut t = Tree::<L, K>::default();
         for (s, m) in &items {
@@ -1313,7 +1298,7 @@ mod tests {
             assert_eq!(t.rank_of((*s, m)), i);
         }
         assert_eq!(t.get(n), None);
-        rng.shuffle(&mut items);
+        items.shuffle(&mut rng);
         for (k, (s, m)) in items.iter().enumerate() {
             assert!(t.take((*s, m)).is_some());
             assert_eq!(t.len, n - k - 1);
@@ -1339,11 +1324,11 @@ mod tests {
     /// Depth of the production shape at 100k random elements.
     #[test]
     fn hundred_thousand_are_four_levels_deep() {
-        let mut rng = Rng(7);
+        let mut rng = StdRng::seed_from_u64(7);
         let mut t = RankTree::default();
         for i in 0..100_000 {
             t.insert(
-                (rng.next() % 100_000) as f64,
+                (rng.next_u64() % 100_000) as f64,
                 format!("element:{i:012}").as_bytes(),
             );
         }
@@ -1370,14 +1355,14 @@ mod tests {
     /// heap block per member.
     #[test]
     fn memory_per_element() {
-        let mut rng = Rng(11);
+        let mut rng = StdRng::seed_from_u64(11);
         let per = |t: &RankTree| t.capacity_bytes() as f64 / t.len() as f64;
         let mut random = RankTree::default();
         let mut ascending = RankTree::default();
         let mut descending = RankTree::default();
         for i in 0..100_000 {
             let m = format!("element:{i:012}");
-            random.insert((rng.next() % 100_000) as f64, m.as_bytes());
+            random.insert((rng.next_u64() % 100_000) as f64, m.as_bytes());
             ascending.insert(i as f64, m.as_bytes());
             descending.insert(-i as f64, m.as_bytes());
         }
