@@ -252,6 +252,17 @@ fn plain(c: &Command, args: &[Bytes]) -> bool {
     }
 }
 
+/// Whether `l2.fail_open` lets these commands (one, or a transaction's) run on L1 alone.
+fn runs_on_l1<'a>(l2: &L2, cmds: impl IntoIterator<Item = &'a [Bytes]>) -> bool {
+    match l2.config().fail_open {
+        FailOpen::All => true,
+        FailOpen::Plain => cmds
+            .into_iter()
+            .all(|a| super::resolve(a).is_ok_and(|i| plain(REGISTRY.all[i], a))),
+        FailOpen::None => false,
+    }
+}
+
 /// L2 is unavailable: run on L1 alone if `l2.fail_open` allows this command, else refuse.
 fn fail_open(
     app: &App,
@@ -262,12 +273,7 @@ fn fail_open(
     args: &[Bytes],
 ) {
     let c = REGISTRY.all[idx];
-    let allowed = match l2.config().fail_open {
-        FailOpen::All => true,
-        FailOpen::Plain => plain(c, args),
-        FailOpen::None => false,
-    };
-    if !allowed {
+    if !runs_on_l1(l2, [args]) {
         refuse(app, out, UNAVAILABLE);
         return;
     }
@@ -490,15 +496,7 @@ async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
         Err(_) => {
             // Fail-open: a transaction of plain commands (django-redis's set_many, say) runs on
             // L1 alone like its commands would one by one; anything else is refused.
-            let allowed = match l2.config().fail_open {
-                FailOpen::All => true,
-                FailOpen::Plain => m
-                    .queued
-                    .iter()
-                    .all(|q| super::resolve(q).is_ok_and(|i| plain(REGISTRY.all[i], q))),
-                FailOpen::None => false,
-            };
-            if !allowed {
+            if !runs_on_l1(l2, m.queued.iter().map(|q| &q[..])) {
                 refuse(app, out, UNAVAILABLE);
                 return;
             }
