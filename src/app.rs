@@ -4,10 +4,13 @@
 //! parts that read them on the hot path by [`App::apply_config`].
 
 use crate::cache::l2::L2;
+use crate::cache::query::QueryCache;
 use crate::cache::store::Store;
 use crate::command::scripting::Scripts;
 use crate::config::Config;
-use crate::observe::metrics::{mirror, LayerSeries, Metrics};
+use crate::db::database::Database;
+use crate::db::pool::Role;
+use crate::observe::metrics::{mirror, DbLabel, LayerSeries, Metrics, PoolLabel};
 use crate::observe::slowlog::SlowLog;
 use crate::server::clients::Clients;
 use crate::server::pubsub::PubSub;
@@ -26,6 +29,10 @@ pub struct App {
     pub store: Arc<Store>,
     /// The upstream Valkey/Redis in tiered mode (`[l2]` configured).
     pub l2: Option<Arc<L2>>,
+    /// The PostgreSQL tier behind QUERY (`[database]` configured).
+    pub db: Option<Arc<Database>>,
+    /// This instance's QUERY result cache.
+    pub queries: Arc<QueryCache>,
     pub clients: Clients,
     pub metrics: Metrics,
     pub slowlog: SlowLog,
@@ -60,9 +67,19 @@ impl App {
                 metrics.l2_latency.clone(),
             )
         });
+        let db = config
+            .database
+            .enabled()
+            .then(|| Database::new(&config.database, &metrics.db));
+        let queries = Arc::new(QueryCache::new(
+            config.database.cache_max_entries,
+            config.database.cache_maxmemory.0 as usize,
+        ));
         let app = App {
             store,
             l2,
+            db,
+            queries,
             config: RwLock::new(config),
             config_file,
             clients: Clients::default(),
@@ -124,6 +141,85 @@ impl App {
         *self.shutdown.borrow()
     }
 
+    /// The database tier's scrape-time series (Property 38).
+    fn refresh_db_metrics(&self) {
+        let m = &self.metrics.db;
+        let q = &self.queries.stats;
+        let l = &self.metrics.layers;
+        mirror(
+            &LayerSeries::layer(&l.hits, "query"),
+            q.hits.load(Ordering::Relaxed),
+        );
+        mirror(
+            &LayerSeries::layer(&l.misses, "query"),
+            q.misses.load(Ordering::Relaxed),
+        );
+        mirror(
+            &LayerSeries::layer(&l.evictions, "query"),
+            q.evicted.load(Ordering::Relaxed),
+        );
+        mirror(
+            &m.query_invalidations,
+            q.invalidated.load(Ordering::Relaxed),
+        );
+        mirror(
+            &m.query_fills_dropped,
+            q.fills_dropped.load(Ordering::Relaxed),
+        );
+        m.query_entries.set(self.queries.len() as i64);
+        m.query_bytes.set(self.queries.used_bytes() as i64);
+        let Some(db) = &self.db else {
+            return;
+        };
+        for inst in db.instances() {
+            let label = DbLabel {
+                instance: inst.name.clone(),
+                role: inst.role().into(),
+            };
+            mirror(
+                &m.queries.get_or_create(&label),
+                inst.stats.queries.load(Ordering::Relaxed),
+            );
+            mirror(
+                &m.errors.get_or_create(&label),
+                inst.stats.errors.load(Ordering::Relaxed),
+            );
+            let up = match inst.replica {
+                Some(_) => !inst.lag.is_down() && inst.lag.sample().is_some(),
+                None => !inst.lag.is_down(),
+            };
+            m.up.get_or_create(&label).set(up as i64);
+            if let Some(sample) = inst.lag.sample() {
+                m.lag_seconds
+                    .get_or_create(&label)
+                    .set(sample.lag.as_secs_f64());
+            }
+            let roles: &[Role] = if inst.replica.is_some() {
+                &[Role::Read]
+            } else {
+                &[Role::Read, Role::Write]
+            };
+            for &role in roles {
+                let st = inst.pools.stats(role);
+                let pl = PoolLabel {
+                    instance: inst.name.clone(),
+                    pool: role.as_str().into(),
+                };
+                m.pool_size.get_or_create(&pl).set(st.size as i64);
+                m.pool_idle.get_or_create(&pl).set(st.idle as i64);
+                m.pool_in_use.get_or_create(&pl).set(st.in_use as i64);
+                m.pool_waiting.get_or_create(&pl).set(st.waiting as i64);
+                mirror(&m.pool_acquired.get_or_create(&pl), st.acquired_total);
+                mirror(&m.pool_timeouts.get_or_create(&pl), st.timeouts_total);
+                let waited = m.pool_wait_seconds.get_or_create(&pl);
+                let total = st.wait.sum.as_secs_f64();
+                if total > waited.get() {
+                    waited.inc_by(total - waited.get());
+                }
+            }
+        }
+    }
+
     /// Refreshes the scrape-time series and renders /metrics.
     pub fn render_metrics(&self) -> String {
         let s = &self.metrics.server;
@@ -168,6 +264,7 @@ impl App {
             l.l2_up.set(l2.is_up() as i64);
             l.breaker_state.set(l2.breaker_state().gauge());
         }
+        self.refresh_db_metrics();
         mirror(&s.hits, st.hits.load(Ordering::Relaxed));
         mirror(&s.misses, st.misses.load(Ordering::Relaxed));
         mirror(&s.evicted, st.evicted.load(Ordering::Relaxed));

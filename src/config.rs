@@ -30,6 +30,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub l1: L1Config,
     pub l2: L2Config,
+    pub database: DatabaseConfig,
     pub log: LogConfig,
 }
 
@@ -211,6 +212,119 @@ impl L2Config {
     }
 }
 
+/// The PostgreSQL tier behind `QUERY` (docs/database.md). On when `primary.url` is set.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Database name, user and password for instance URLs that do not name their own.
+    pub dbname: String,
+    pub user: String,
+    pub password: String,
+    /// Credentials for administrative work (DB.TRACK's triggers; empty: `user`/`password`).
+    pub admin_user: String,
+    pub admin_password: String,
+    /// Default MAXLAG: a replica further behind serves no reads, in milliseconds.
+    pub max_replica_lag_ms: u64,
+    /// How often each replica's lag is sampled, in milliseconds.
+    pub lag_probe_ms: u64,
+    /// Default TTL of a cached QUERY result, in seconds.
+    pub query_ttl_s: u64,
+    /// The largest result QUERY returns or caches; bigger results are refused.
+    pub max_result_bytes: ByteSize,
+    /// Memory and entry bounds of this instance's QUERY result cache (least recently used out).
+    pub cache_maxmemory: ByteSize,
+    pub cache_max_entries: usize,
+    /// Connections from this Strata to one PostgreSQL server: kept open, and most in total.
+    pub pool_min: usize,
+    pub pool_max: usize,
+    /// Of `pool_max`, connections only `PRIORITY CRITICAL` queries may use.
+    pub pool_reserved: usize,
+    /// Idle connections beyond `pool_min` are closed after this many seconds.
+    pub idle_timeout_s: u64,
+    /// How long a query waits for a pooled connection before `-ERR database pool exhausted`.
+    pub acquire_timeout_ms: u64,
+    /// How long opening a connection may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// PostgreSQL's statement_timeout for QUERY statements, in milliseconds (0 = none).
+    pub statement_timeout_ms: u64,
+    pub primary: InstanceConfig,
+    pub replicas: Vec<InstanceConfig>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            dbname: String::new(),
+            user: String::new(),
+            password: String::new(),
+            admin_user: String::new(),
+            admin_password: String::new(),
+            max_replica_lag_ms: 1000,
+            lag_probe_ms: 250,
+            query_ttl_s: 60,
+            max_result_bytes: ByteSize(64 * 1024 * 1024),
+            cache_maxmemory: ByteSize(256 * 1024 * 1024),
+            cache_max_entries: 100_000,
+            pool_min: 10,
+            pool_max: 50,
+            pool_reserved: 5,
+            idle_timeout_s: 300,
+            acquire_timeout_ms: 5000,
+            connect_timeout_ms: 5000,
+            statement_timeout_ms: 30_000,
+            primary: InstanceConfig {
+                name: "primary".into(),
+                ..InstanceConfig::default()
+            },
+            replicas: Vec::new(),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// Unnamed instances are called `primary` and `replica<N>` (from 1).
+    fn name_instances(&mut self) {
+        if self.primary.name.is_empty() {
+            self.primary.name = "primary".into();
+        }
+        for (i, r) in self.replicas.iter_mut().enumerate() {
+            if r.name.is_empty() {
+                r.name = format!("replica{}", i + 1);
+            }
+        }
+    }
+
+    /// Whether the database tier is configured.
+    pub fn enabled(&self) -> bool {
+        !self.primary.url.is_empty()
+    }
+}
+
+/// One PostgreSQL server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceConfig {
+    /// The name DB.STATUS, metrics and FORMAT JSON's `source` show.
+    pub name: String,
+    /// `postgresql://user:password@host:port/dbname` or a `key=value` connection string.
+    pub url: String,
+    /// Share of reads relative to the other replicas (replicas only; 0 = no reads).
+    pub weight: u32,
+    /// The server's node_exporter `/metrics` URL, for CPU-aware balancing (empty: none).
+    pub metrics_url: String,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        InstanceConfig {
+            name: String::new(),
+            url: String::new(),
+            weight: 1,
+            metrics_url: String::new(),
+        }
+    }
+}
+
 /// Which commands keep answering from L1 alone while L2 is unavailable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -367,7 +481,7 @@ impl Config {
     /// Builds a config from a TOML table (as loaded, or as CONFIG SET edits it).
     pub fn from_table(root: toml::Table) -> Result<Config, ConfigError> {
         let de = toml::Value::Table(root);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path.is_empty() || path == "." {
@@ -375,7 +489,9 @@ impl Config {
             } else {
                 ConfigError(format!("config key `{path}`: {inner}"))
             }
-        })
+        })?;
+        cfg.database.name_instances();
+        Ok(cfg)
     }
 
     /// The configuration as a TOML table (CONFIG GET reads it, CONFIG SET edits it).
@@ -462,6 +578,7 @@ impl Config {
         if self.l1.maxmemory_samples == 0 || self.l1.maxmemory_samples > 64 {
             return bad("l1.maxmemory_samples", "must be between 1 and 64");
         }
+        self.validate_database()?;
         if self.server.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("server.bind", "must be an IP address");
         }
@@ -476,6 +593,67 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_database(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
+        let d = &self.database;
+        if !d.enabled() {
+            if !d.replicas.is_empty() {
+                return bad("database.primary.url", "replicas need a primary");
+            }
+            return Ok(());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, inst) in std::iter::once(&d.primary).chain(&d.replicas).enumerate() {
+            let key = if i == 0 {
+                "database.primary".to_string()
+            } else {
+                format!("database.replicas[{}]", i - 1)
+            };
+            if inst.name.is_empty() || !inst.name.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(&format!("{key}.name"), "must be a non-empty word");
+            }
+            if !names.insert(inst.name.as_str()) {
+                return bad(&format!("{key}.name"), "names must be unique");
+            }
+            if inst.url.parse::<tokio_postgres::Config>().is_err() {
+                return bad(
+                    &format!("{key}.url"),
+                    "must be a postgresql:// URL or key=value connection string",
+                );
+            }
+            if !inst.metrics_url.is_empty() && !inst.metrics_url.starts_with("http://") {
+                return bad(&format!("{key}.metrics_url"), "must be an http:// URL");
+            }
+        }
+        if d.pool_min > d.pool_max || d.pool_max == 0 || d.pool_max > 10_000 {
+            return bad(
+                "database.pool_max",
+                "need 1 <= pool_max <= 10000 and pool_min <= pool_max",
+            );
+        }
+        if d.pool_reserved >= d.pool_max {
+            return bad("database.pool_reserved", "must be below pool_max");
+        }
+        if d.lag_probe_ms == 0 || d.acquire_timeout_ms == 0 || d.connect_timeout_ms == 0 {
+            return bad(
+                "database.lag_probe_ms",
+                "lag_probe_ms, acquire_timeout_ms and connect_timeout_ms must be at least 1",
+            );
+        }
+        if d.query_ttl_s == 0 {
+            return bad("database.query_ttl_s", "must be at least 1 second");
+        }
+        if d.max_result_bytes.0 < 1024 || d.cache_max_entries == 0 {
+            return bad(
+                "database.max_result_bytes",
+                "max_result_bytes must be at least 1kb and cache_max_entries at least 1",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Applies `STRATA_<SECTION>_<KEY>=value` variables. The section is the first word after
 /// `STRATA_`; the rest, lower-cased, is the key. An unknown key in a known section is an error
 /// (it names the key); variables whose first word is not a section are left alone. Values are read as TOML literals (numbers,
@@ -484,7 +662,7 @@ fn apply_env(
     root: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["server", "http", "l1", "l2", "log"];
+    const SECTIONS: &[&str] = &["server", "http", "l1", "l2", "database", "log"];
     let defaults = Config::default().to_table();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("STRATA_") else {
@@ -498,10 +676,41 @@ fn apply_env(
         if !SECTIONS.contains(&section) {
             continue;
         }
-        let parsed = env_value(&defaults, section, key, &value);
-        let table = root
+        // A key of a sub-table (STRATA_DATABASE_PRIMARY_URL → database.primary.url).
+        let section_defaults = defaults.get(section).and_then(|s| s.as_table());
+        let (path, key) = match key.split_once('_') {
+            Some((sub, k))
+                if section_defaults
+                    .and_then(|t| t.get(sub))
+                    .is_some_and(|v| v.is_table()) =>
+            {
+                (vec![section, sub], k)
+            }
+            _ => (vec![section], key),
+        };
+        let parsed = match section_defaults.and_then(|t| t.get(path[path.len() - 1])) {
+            Some(toml::Value::Table(sub)) if path.len() == 2 => {
+                let mut wrap = toml::Table::new();
+                wrap.insert(path[1].to_string(), toml::Value::Table(sub.clone()));
+                env_value(&wrap, path[1], key, &value)
+            }
+            _ => env_value(&defaults, section, key, &value),
+        };
+        let mut table = root
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if path.len() == 2 {
+            table = match table.as_table_mut() {
+                Some(t) => t
+                    .entry(path[1].to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+                None => {
+                    return Err(ConfigError(format!(
+                        "config key `{section}` must be a table"
+                    )))
+                }
+            };
+        }
         match table.as_table_mut() {
             Some(t) => {
                 t.insert(key.to_string(), parsed);
@@ -632,6 +841,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.requirepass, "123456");
         assert!(!c.server.protected_mode);
+        let c = load_str(
+            "",
+            &[
+                ("STRATA_DATABASE_PRIMARY_URL", "host=127.0.0.1 port=5"),
+                ("STRATA_DATABASE_QUERY_TTL_S", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.database.primary.url, "host=127.0.0.1 port=5");
+        assert_eq!(c.database.primary.name, "primary");
+        assert_eq!(c.database.query_ttl_s, 5);
         let c = load_str("", &[("STRATA_HTTP_LISTEN", "\"\"")]).unwrap();
         assert_eq!(c.http.listen, "");
     }

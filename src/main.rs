@@ -104,6 +104,7 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
         if let Some(l2) = &app.l2 {
             l2.start();
         }
+        strata::command::query::start(&app);
         let listener = match strata::server::bind(&app).await {
             Ok(l) => l,
             Err(e) => {

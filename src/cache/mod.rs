@@ -3,6 +3,7 @@
 pub mod entry;
 pub mod glob;
 pub mod l2;
+pub mod query;
 pub mod ranktree;
 pub mod store;
 pub mod tags;

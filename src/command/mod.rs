@@ -14,6 +14,7 @@ pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod pubsub;
+pub mod query;
 pub mod scripting;
 pub mod server;
 pub mod sets;
@@ -30,7 +31,7 @@ use crate::server::reply::Reply;
 use crate::server::session::Session;
 use bytes::Bytes;
 pub use error::{CmdError, CmdResult};
-use table::{Command, EXCLUSIVE, NOQUEUE, REGISTRY};
+use table::{Command, DATABASE, EXCLUSIVE, NOQUEUE, REGISTRY};
 
 /// Everything a handler may touch while it runs.
 pub struct Ctx<'a> {
@@ -142,13 +143,15 @@ pub async fn dispatch(
     args: &[Bytes],
     io: Option<tiered::Io<'_>>,
 ) {
+    let Some(idx) = admit(app, session, out, args) else {
+        return;
+    };
+    if REGISTRY.all[idx].flag(DATABASE) {
+        return query::run(app, session, out, idx, args).await;
+    }
     match &app.l2 {
-        None => execute(app, session, out, args),
-        Some(l2) => {
-            if let Some(idx) = admit(app, session, out, args) {
-                tiered::run(app, l2, session, out, idx, args, io).await;
-            }
-        }
+        None => run_local(app, session, out, idx, args),
+        Some(l2) => tiered::run(app, l2, session, out, idx, args, io).await,
     }
 }
 

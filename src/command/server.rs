@@ -199,6 +199,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "errorstats",
     "cluster",
     "tiering",
+    "database",
     "keyspace",
 ];
 
@@ -331,6 +332,9 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
     if want("tiering") {
         s.push_str(&tiering_info(app, &cfg));
     }
+    if want("database") {
+        s.push_str(&database_info(app));
+    }
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");
         for db in 0..store.databases() {
@@ -348,6 +352,51 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
     while s.ends_with("\r\n\r\n") {
         s.truncate(s.len() - 2);
     }
+    s
+}
+
+/// INFO's `# Database` section: the QUERY cache, and per instance its role, state, lag,
+/// statement counts and pool statistics.
+fn database_info(app: &App) -> String {
+    let q = &app.queries;
+    let mut s = format!(
+        "# Database\r\ndatabase_enabled:{}\r\nquery_cache_entries:{}\r\nquery_cache_bytes:{}\r\nquery_cache_hits:{}\r\nquery_cache_misses:{}\r\nquery_cache_fills:{}\r\nquery_cache_fills_dropped:{}\r\nquery_cache_invalidations:{}\r\n",
+        app.db.is_some() as u8,
+        q.len(),
+        q.used_bytes(),
+        q.stats.hits.load(Ordering::Relaxed),
+        q.stats.misses.load(Ordering::Relaxed),
+        q.stats.fills.load(Ordering::Relaxed),
+        q.stats.fills_dropped.load(Ordering::Relaxed),
+        q.stats.invalidated.load(Ordering::Relaxed),
+    );
+    if let Some(db) = &app.db {
+        for (i, inst) in db.instances().enumerate() {
+            let lag = inst
+                .lag
+                .sample()
+                .map_or("-".to_string(), |l| l.lag.as_millis().to_string());
+            let p = inst.pools.stats(crate::db::pool::Role::Read);
+            let w = inst.pools.stats(crate::db::pool::Role::Write);
+            let _ = write!(
+                s,
+                "db{i}:name={},role={},status={},lag_ms={lag},queries={},errors={},pool_size={},pool_idle={},pool_in_use={},pool_waiting={},pool_timeouts={},pool_wait_p50_us={},pool_wait_p99_us={}\r\n",
+                inst.name,
+                inst.role(),
+                if inst.lag.is_down() { "down" } else { "up" },
+                inst.stats.queries.load(Ordering::Relaxed),
+                inst.stats.errors.load(Ordering::Relaxed),
+                p.size + if inst.replica.is_none() { w.size } else { 0 },
+                p.idle + if inst.replica.is_none() { w.idle } else { 0 },
+                p.in_use + if inst.replica.is_none() { w.in_use } else { 0 },
+                p.waiting + if inst.replica.is_none() { w.waiting } else { 0 },
+                p.timeouts_total + if inst.replica.is_none() { w.timeouts_total } else { 0 },
+                p.wait.quantile(0.5).map_or(0, |d| d.as_micros()),
+                p.wait.quantile(0.99).map_or(0, |d| d.as_micros()),
+            );
+        }
+    }
+    s.push_str("\r\n");
     s
 }
 

@@ -4,7 +4,7 @@
 //! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
 
 use super::{
-    connection as conn, hashes, keys, lists, pubsub, scripting, server, sets, strings, tags,
+    connection as conn, hashes, keys, lists, pubsub, query, scripting, server, sets, strings, tags,
     transactions as tx, zsets,
 };
 use super::{CmdResult, Ctx};
@@ -36,6 +36,8 @@ pub const BLOCKING: u32 = 1 << 14;
 pub const LOCAL: u32 = 1 << 15;
 /// Tiered mode: a read served from L1, filled from L2 on a miss (GET, MGET).
 pub const CACHED: u32 = 1 << 16;
+/// The database tier (QUERY, DB.*): runs asynchronously in `command::query`, in either mode.
+pub const DATABASE: u32 = 1 << 17;
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (WRITE, "write"),
@@ -319,6 +321,10 @@ pub static COMMANDS: &[Command] = &[
     // Tags (Strata's own)
     cmd("tagadd", -3, WRITE | FAST, KEY1, &["keyspace", "fast"], "generic", "Attaches tags to a key (TAGINVAL removes every key carrying a tag).", tags::tagadd),
     cmd("taginval", -2, WRITE | EXCLUSIVE, NOKEY, &["keyspace", "slow"], "generic", "Deletes every key that carries any of the tags; returns how many.", tags::taginval),
+    // The database tier (Strata's own)
+    cmd("query", -2, DATABASE | NOSCRIPT, NOKEY, &["slow"], "database", "Runs an SQL statement: reads through the cache from replicas, writes on the primary.", query::not_in_transaction),
+    cmd("db.status", 1, DATABASE | NOSCRIPT | LOCAL, NOKEY, &["admin", "slow"], "database", "Shows each PostgreSQL instance: role, lag, weight, CPU, response time, pools.", query::not_in_transaction),
+    cmd("db.track", -2, DATABASE | NOSCRIPT | ADMIN, NOKEY, &["admin", "slow", "dangerous"], "database", "Installs triggers so that writes made outside Strata invalidate the cache.", query::not_in_transaction),
     container("object", -2, 0, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
     // Pub/sub
     cmd("subscribe", -2, PUBSUB | NOSCRIPT | LOADING | STALE, NOKEY, &["pubsub", "slow"], "pubsub", "Listens for messages published to channels.", pubsub::subscribe),

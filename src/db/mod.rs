@@ -11,6 +11,12 @@
 //! function volatility). This layer talks to PostgreSQL and returns values and its own errors;
 //! it never writes to a client socket and never calls back into `command` or `server`.
 
+pub mod balancer;
 pub mod catalog;
 pub mod classify;
+pub mod database;
+pub mod nodemetrics;
+pub mod pool;
+pub mod router;
+pub mod track;
 pub mod value;

@@ -55,6 +55,154 @@ impl LayerSeries {
     }
 }
 
+/// A PostgreSQL instance and its current role.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DbLabel {
+    pub instance: String,
+    pub role: String,
+}
+
+/// One pool of one instance (`read` or `write`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    pub instance: String,
+    pub pool: String,
+}
+
+/// The database tier's series (Property 38): statements, errors and latency per instance,
+/// replication lag, pools, and the QUERY result cache. Latency is observed as statements
+/// finish; the rest is refreshed at scrape time.
+pub struct DbSeries {
+    pub queries: Family<DbLabel, Counter>,
+    pub errors: Family<DbLabel, Counter>,
+    pub latency: Family<DbLabel, Histogram>,
+    pub lag_seconds: Family<DbLabel, Gauge<f64, AtomicU64>>,
+    pub up: Family<DbLabel, Gauge>,
+    pub pool_size: Family<PoolLabel, Gauge>,
+    pub pool_idle: Family<PoolLabel, Gauge>,
+    pub pool_in_use: Family<PoolLabel, Gauge>,
+    pub pool_waiting: Family<PoolLabel, Gauge>,
+    pub pool_acquired: Family<PoolLabel, Counter>,
+    pub pool_timeouts: Family<PoolLabel, Counter>,
+    pub pool_wait_seconds: Family<PoolLabel, Counter<f64, AtomicU64>>,
+    pub query_entries: Gauge,
+    pub query_bytes: Gauge,
+    pub query_invalidations: Counter,
+    pub query_fills_dropped: Counter,
+}
+
+impl DbSeries {
+    fn new(registry: &mut Registry) -> DbSeries {
+        let s = DbSeries {
+            queries: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(DB_LATENCY_BUCKETS.iter().copied())
+            }),
+            lag_seconds: Family::default(),
+            up: Family::default(),
+            pool_size: Family::default(),
+            pool_idle: Family::default(),
+            pool_in_use: Family::default(),
+            pool_waiting: Family::default(),
+            pool_acquired: Family::default(),
+            pool_timeouts: Family::default(),
+            pool_wait_seconds: Family::default(),
+            query_entries: Gauge::default(),
+            query_bytes: Gauge::default(),
+            query_invalidations: Counter::default(),
+            query_fills_dropped: Counter::default(),
+        };
+        let r = registry;
+        r.register(
+            "db_queries",
+            "Statements run on PostgreSQL, by instance and role",
+            s.queries.clone(),
+        );
+        r.register(
+            "db_errors",
+            "Statements that failed, by instance and role",
+            s.errors.clone(),
+        );
+        r.register(
+            "db_query_duration_seconds",
+            "Statement time on PostgreSQL, by instance and role",
+            s.latency.clone(),
+        );
+        r.register(
+            "db_replica_lag_seconds",
+            "Replication lag of each replica at its last probe",
+            s.lag_seconds.clone(),
+        );
+        r.register(
+            "db_instance_up",
+            "1 while the instance answers its probes",
+            s.up.clone(),
+        );
+        r.register(
+            "db_pool_connections",
+            "Connections open in a pool",
+            s.pool_size.clone(),
+        );
+        r.register(
+            "db_pool_idle",
+            "Idle connections in a pool",
+            s.pool_idle.clone(),
+        );
+        r.register(
+            "db_pool_in_use",
+            "Connections of a pool in use",
+            s.pool_in_use.clone(),
+        );
+        r.register(
+            "db_pool_waiting",
+            "Callers waiting for a connection",
+            s.pool_waiting.clone(),
+        );
+        r.register(
+            "db_pool_acquired",
+            "Connections handed out",
+            s.pool_acquired.clone(),
+        );
+        r.register(
+            "db_pool_timeouts",
+            "Acquires that timed out (pool exhausted)",
+            s.pool_timeouts.clone(),
+        );
+        r.register(
+            "db_pool_wait_seconds",
+            "Time spent waiting for connections",
+            s.pool_wait_seconds.clone(),
+        );
+        r.register(
+            "query_cache_entries",
+            "QUERY results cached on this instance",
+            s.query_entries.clone(),
+        );
+        r.register(
+            "query_cache_bytes",
+            "Bytes of QUERY results cached on this instance",
+            s.query_bytes.clone(),
+        );
+        r.register(
+            "query_cache_invalidations",
+            "Cached QUERY results removed by writes and TAGINVAL",
+            s.query_invalidations.clone(),
+        );
+        r.register(
+            "query_cache_fills_dropped",
+            "QUERY results not cached because a write crossed the read",
+            s.query_fills_dropped.clone(),
+        );
+        s
+    }
+}
+
+/// Upper bounds (seconds) of the database statement latency buckets.
+pub const DB_LATENCY_BUCKETS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 10.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CmdLabel {
     pub cmd: String,
@@ -104,6 +252,7 @@ pub struct Metrics {
     pub layers: LayerSeries,
     /// Round trips to L2 (tiered mode), in seconds.
     pub l2_latency: Histogram,
+    pub db: DbSeries,
 }
 
 impl Default for Metrics {
@@ -278,7 +427,9 @@ impl Default for Metrics {
             "Round trips to the L2 upstream",
             l2_latency.clone(),
         );
+        let db = DbSeries::new(&mut registry);
         Metrics {
+            db,
             registry,
             commands,
             server,

@@ -99,6 +99,8 @@ pub struct Session {
     pub upstream_key: Option<Vec<u8>>,
     /// Tiered mode: this client's upstream connection for its pub/sub subscriptions.
     pub upstream_pubsub: Option<crate::cache::l2::Dedicated>,
+    /// The WAL position of this connection's last QUERY write (read your writes; 0: none).
+    pub db_write_lsn: u64,
 }
 
 impl Session {
@@ -121,6 +123,7 @@ impl Session {
             upstream: None,
             upstream_key: None,
             upstream_pubsub: None,
+            db_write_lsn: 0,
         }
     }
 

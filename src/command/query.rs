@@ -1,0 +1,488 @@
+//! QUERY and the DB.* commands: the database tier as clients see it (DESIGN.md, "QUERY:
+//! database read-through").
+//!
+//! A read is looked up in the QUERY result cache first (keyed by database, role, normalized
+//! SQL and arguments; a hit costs no database round trip), then runs on the instance the router
+//! picks, under single flight. Its result is stored — tagged `table:<schema>.<table>` for every
+//! table it depends on plus the QUERY's TAGS — only if no write invalidated one of those tags
+//! since the read began and its source had replayed every such write. A write runs on the
+//! primary; after it commits, its tables' tags (cascades and trigger targets included) are
+//! invalidated, and the connection reads its own writes from then on (reads go to the primary
+//! or to replicas that replayed the write, until every replica has).
+//!
+//! These commands run asynchronously (they wait on PostgreSQL), so they are dispatched here
+//! rather than through the synchronous handler in the table, which only answers for the cases
+//! where nothing may wait: inside MULTI/EXEC.
+
+use super::args::parse_i64;
+use super::{CmdResult, Ctx};
+use crate::app::App;
+use crate::cache::query::{render, Format};
+use crate::db::database::{lsn_or_dash, Database, DbError, ReadOpts, Shape, Source};
+use crate::db::pool::{Priority, Role};
+use crate::server::reply::Reply;
+use crate::server::session::Session;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NO_DATABASE: &str = "ERR no database is configured (set [database.primary] url)";
+
+/// The table's handler: reached only where a command cannot wait (inside MULTI/EXEC).
+pub fn not_in_transaction(_: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    Err(super::CmdError::msg(format!(
+        "ERR {} cannot run inside MULTI",
+        String::from_utf8_lossy(&args[0]).to_ascii_uppercase()
+    )))
+}
+
+/// The options of one QUERY.
+#[derive(Debug, Default)]
+struct Options {
+    args: Vec<Bytes>,
+    ttl: Option<u64>,
+    tags: Vec<String>,
+    strong: bool,
+    max_lag: Option<u64>,
+    critical: bool,
+    nocache: bool,
+    json: bool,
+}
+
+fn syntax() -> String {
+    "ERR syntax error".into()
+}
+
+fn parse_count(arg: Option<&Bytes>, left: usize) -> Result<usize, String> {
+    let n = arg
+        .and_then(|a| parse_i64(a))
+        .ok_or("ERR value is not an integer or out of range")?;
+    if n < 0 || n as usize > left {
+        return Err(syntax());
+    }
+    Ok(n as usize)
+}
+
+fn parse(args: &[Bytes]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut i = 2;
+    let word = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        match &opt[..] {
+            b"ARGS" => {
+                let n = parse_count(args.get(i + 1), args.len().saturating_sub(i + 2))?;
+                o.args = args[i + 2..i + 2 + n].to_vec();
+                i += 2 + n;
+            }
+            b"TAGS" => {
+                let n = parse_count(args.get(i + 1), args.len().saturating_sub(i + 2))?;
+                o.tags = args[i + 2..i + 2 + n]
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .collect();
+                i += 2 + n;
+            }
+            b"TTL" => {
+                let n = args.get(i + 1).ok_or_else(syntax).and_then(|a| {
+                    parse_i64(a).ok_or("ERR value is not an integer or out of range".into())
+                })?;
+                if n <= 0 || n > i64::MAX / 1000 {
+                    return Err("ERR invalid expire time in 'query' command".into());
+                }
+                o.ttl = Some(n as u64);
+                i += 2;
+            }
+            b"MAXLAG" => {
+                let n = args.get(i + 1).ok_or_else(syntax).and_then(|a| {
+                    parse_i64(a).ok_or("ERR value is not an integer or out of range".into())
+                })?;
+                if n < 0 {
+                    return Err("ERR MAXLAG must be zero or more milliseconds".into());
+                }
+                o.max_lag = Some(n as u64);
+                i += 2;
+            }
+            b"CONSISTENCY" => {
+                o.strong = match word(i + 1).as_deref() {
+                    Some(b"STRONG") => true,
+                    Some(b"EVENTUAL") => false,
+                    _ => return Err(syntax()),
+                };
+                i += 2;
+            }
+            b"PRIORITY" => {
+                o.critical = match word(i + 1).as_deref() {
+                    Some(b"CRITICAL") => true,
+                    Some(b"NORMAL") => false,
+                    _ => return Err(syntax()),
+                };
+                i += 2;
+            }
+            b"FORMAT" => {
+                o.json = match word(i + 1).as_deref() {
+                    Some(b"JSON") => true,
+                    Some(b"RESP") => false,
+                    _ => return Err(syntax()),
+                };
+                i += 2;
+            }
+            b"USER" => {
+                // The rate limiter's key; nothing else reads it.
+                if args.get(i + 1).is_none() {
+                    return Err(syntax());
+                }
+                i += 2;
+            }
+            b"NOCACHE" => {
+                o.nocache = true;
+                i += 1;
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    Ok(o)
+}
+
+fn source_name(db: &Database, s: Source) -> String {
+    match s {
+        Source::Primary => "primary".into(),
+        Source::Replica(i) => format!("replica:{}", db.replicas[i].name),
+    }
+}
+
+/// Runs QUERY, DB.STATUS or DB.TRACK and records the command's statistics.
+pub async fn run(app: &App, session: &mut Session, out: &mut Reply, idx: usize, args: &[Bytes]) {
+    let start = quanta::Instant::now();
+    let before = out.len();
+    match super::table::REGISTRY.all[idx].name {
+        "query" => query(app, session, out, args).await,
+        "db.status" => status(app, out),
+        "db.track" => track(app, out, args).await,
+        _ => out.error("ERR unknown database command"),
+    }
+    let took = start.elapsed();
+    let stats = &app.metrics.commands[idx];
+    stats.record(took);
+    if out.buf.get(before) == Some(&b'-') {
+        stats.failed.inc();
+        app.metrics.error_replies.inc();
+    }
+    app.slowlog.maybe_record(session, args, took);
+}
+
+async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]) {
+    let Some(db) = &app.db else {
+        return out.error(NO_DATABASE);
+    };
+    let opts = match parse(args) {
+        Ok(o) => o,
+        Err(e) => return out.error(&e),
+    };
+    let shape = match db.shape(&args[1], true) {
+        Ok(s) => s,
+        Err(e) => return out.error(&e.to_string()),
+    };
+    let priority = if opts.critical {
+        Priority::Critical
+    } else {
+        Priority::Normal
+    };
+    let format = if opts.json {
+        Format::Json
+    } else if session.resp3 {
+        Format::Resp3
+    } else {
+        Format::Resp2
+    };
+    if shape.kind() != crate::db::classify::Kind::Read {
+        return write(app, db, session, out, &shape, &opts, priority, format).await;
+    }
+    match read(app, db, session, out, &shape, &opts, priority, format).await {
+        Err(DbError::IsWrite) => {
+            write(app, db, session, out, &shape, &opts, priority, format).await
+        }
+        Err(e) => out.error(&e.to_string()),
+        Ok(()) => {}
+    }
+}
+
+/// The read path: the cache, else the database under single flight.
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    app: &App,
+    db: &Database,
+    session: &mut Session,
+    out: &mut Reply,
+    shape: &Arc<Shape>,
+    opts: &Options,
+    priority: Priority,
+    format: Format,
+) -> Result<(), DbError> {
+    let cache = &app.queries;
+    // Read your writes, until every replica has replayed this connection's last write.
+    if session.db_write_lsn != 0 && db.replicas_past(session.db_write_lsn) {
+        session.db_write_lsn = 0;
+    }
+    let read = ReadOpts {
+        max_lag: opts.max_lag.map_or(db.max_lag, Duration::from_millis),
+        min_lsn: session.db_write_lsn,
+        strong: opts.strong,
+        priority,
+    };
+    let cacheable = !opts.nocache && !opts.strong;
+    let mut parts: Vec<&[u8]> = vec![
+        b"query",
+        session.user.as_bytes(),
+        shape.classified.normalized.as_bytes(),
+    ];
+    parts.extend(opts.args.iter().map(|a| &a[..]));
+    let key = cache.key(parts);
+    let now = super::unix_ms();
+    if cacheable {
+        if let Some(hit) = cache.get(key, now) {
+            out.raw(hit.reply(format));
+            return Ok(());
+        }
+    }
+    let generation = cache.generation();
+    let explicit_ttl = opts.ttl.is_some();
+    let ttl_ms = opts
+        .ttl
+        .unwrap_or(db.query_ttl.as_secs())
+        .saturating_mul(1000);
+    let fetch = || async {
+        let rc = db.begin_read(shape.clone(), &read).await?;
+        let mut tags = rc.tags.clone();
+        tags.extend(opts.tags.iter().cloned());
+        let storable = cacheable && (explicit_ttl || !rc.volatile);
+        let pending = cache.pending_lsn(&tags);
+        let (result, source, proof) = rc.run(&opts.args).await?;
+        let result = Arc::new(result);
+        if storable && proof >= pending {
+            cache.store(
+                key,
+                result.clone(),
+                &tags,
+                ttl_ms,
+                generation,
+                super::unix_ms(),
+            );
+        } else if storable {
+            cache.stats.fills_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((result, source_name(db, source)))
+    };
+    // Single flight for identical misses that started after the same invalidations and ask
+    // nothing special of the replica.
+    let got = if cacheable && read.min_lsn == 0 {
+        let flight = cache.key([&key.to_le_bytes()[..], &generation.to_le_bytes()[..]]);
+        cache.single_flight(flight, fetch).await
+    } else {
+        fetch().await
+    };
+    let (result, source) = got?;
+    out.raw(&render(&result, format, &source));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    app: &App,
+    db: &Database,
+    session: &mut Session,
+    out: &mut Reply,
+    shape: &Shape,
+    opts: &Options,
+    priority: Priority,
+    format: Format,
+) {
+    let written = match db.write(shape, &opts.args, priority).await {
+        Ok(w) => w,
+        Err(e) => return out.error(&e.to_string()),
+    };
+    if written.flush_all {
+        app.queries.flush(written.lsn);
+    } else {
+        let mut tags = written.tags.clone();
+        tags.extend(opts.tags.iter().cloned());
+        app.queries.invalidate(&tags, written.lsn);
+    }
+    session.db_write_lsn = session.db_write_lsn.max(written.lsn);
+    match written.rows {
+        Some(rows) => out.raw(&render(&rows, format, "primary")),
+        None => out.int(written.affected as i64),
+    }
+}
+
+/// DB.STATUS: one entry per instance (primary first) with its role, health, lag, the weight in
+/// force, CPU, response time and pool statistics; a map in RESP3, a flat array in RESP2.
+fn status(app: &App, out: &mut Reply) {
+    let Some(db) = &app.db else {
+        return out.error(NO_DATABASE);
+    };
+    let all: Vec<_> = db.instances().collect();
+    let candidates: Vec<_> = db.replicas.iter().map(|r| r.candidate()).collect();
+    out.array(all.len());
+    for inst in all {
+        let sample = inst.lag.sample();
+        let reads = inst.pools.stats(Role::Read);
+        let mut fields: Vec<(&str, String)> =
+            vec![("name", inst.name.clone()), ("role", inst.role().into())];
+        match inst.replica {
+            Some(_) => {
+                let up = sample.is_some() && !inst.lag.is_down();
+                fields.push(("status", if up { "up" } else { "down" }.into()));
+                fields.push((
+                    "lag_ms",
+                    sample.map_or("-".into(), |s| s.lag.as_millis().to_string()),
+                ));
+                fields.push((
+                    "sample_age_ms",
+                    sample.map_or("-".into(), |s| s.at.elapsed().as_millis().to_string()),
+                ));
+                fields.push(("replay_lsn", lsn_or_dash(sample.map(|s| s.replay_lsn))));
+                fields.push(("weight", inst.weight.to_string()));
+                fields.push((
+                    "effective_weight",
+                    format!(
+                        "{:.2}",
+                        crate::db::balancer::effective_weight(&inst.candidate(), &candidates)
+                    ),
+                ));
+            }
+            None => {
+                fields.push((
+                    "status",
+                    if inst.lag.is_down() { "down" } else { "up" }.into(),
+                ));
+                let listener = db.listener.lock();
+                let (state, pid) = match listener.as_ref() {
+                    Some(l) if l.is_connected() => (
+                        "connected",
+                        l.backend_pid().map_or("-".into(), |p| p.to_string()),
+                    ),
+                    Some(_) => ("connecting", "-".into()),
+                    None => ("off", "-".into()),
+                };
+                fields.push(("listener", state.into()));
+                fields.push(("listener_pid", pid));
+                fields.push((
+                    "wal_lsn",
+                    lsn_or_dash(
+                        db.history
+                            .latest_before(std::time::Instant::now())
+                            .map(|s| s.1),
+                    ),
+                ));
+            }
+        }
+        fields.push((
+            "cpu",
+            inst.cpu
+                .lock()
+                .map_or("-".into(), |c| format!("{:.1}", c * 100.0)),
+        ));
+        fields.push((
+            "ewma_ms",
+            inst.ewma.value().map_or("-".into(), |v| format!("{v:.3}")),
+        ));
+        fields.push((
+            "queries",
+            inst.stats.queries.load(Ordering::Relaxed).to_string(),
+        ));
+        fields.push((
+            "errors",
+            inst.stats.errors.load(Ordering::Relaxed).to_string(),
+        ));
+        fields.push(("pool_size", reads.size.to_string()));
+        fields.push(("pool_idle", reads.idle.to_string()));
+        fields.push(("pool_in_use", reads.in_use.to_string()));
+        fields.push(("pool_waiting", reads.waiting.to_string()));
+        if inst.replica.is_none() {
+            let writes = inst.pools.stats(Role::Write);
+            fields.push(("write_pool_size", writes.size.to_string()));
+            fields.push(("write_pool_in_use", writes.in_use.to_string()));
+            fields.push(("write_pool_waiting", writes.waiting.to_string()));
+        }
+        out.map(fields.len());
+        for (k, v) in fields {
+            out.bulk(k.as_bytes());
+            out.bulk(v.as_bytes());
+        }
+    }
+}
+
+/// DB.TRACK <table> [<table> ...] | DB.TRACK *: installs the triggers that tell Strata about
+/// writes made outside it; replies with the tables now tracked.
+async fn track(app: &App, out: &mut Reply, args: &[Bytes]) {
+    let Some(db) = &app.db else {
+        return out.error(NO_DATABASE);
+    };
+    let tables: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    match db.track(&tables).await {
+        Ok(tracked) => {
+            out.array(tracked.len());
+            for t in tracked {
+                out.bulk(t.as_bytes());
+            }
+        }
+        Err(e) => out.error(&e.to_string()),
+    }
+}
+
+/// Starts the database tier: its background tasks, and the LISTEN connection through which
+/// DB.TRACK's triggers report writes made outside Strata. A notification counts as a write at
+/// the primary's position when it arrived (read after the notification, so at or past the
+/// write's commit); every (re)connect of the listener flushes the QUERY cache, since
+/// notifications may have been missed meanwhile.
+pub fn start(app: &Arc<App>) {
+    let Some(db) = &app.db else {
+        return;
+    };
+    db.start(app.shutdown_signal());
+    let on_notify = {
+        let app = app.clone();
+        Arc::new(move |tables: Vec<String>| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Some(db) = &app.db else {
+                    return;
+                };
+                if tables.iter().any(|t| t == "*") {
+                    // DDL (the names it touched follow in their own notifications).
+                    db.schema_changed();
+                }
+                let tags: Vec<String> = tables
+                    .iter()
+                    .filter(|t| *t != "*")
+                    .map(|t| format!("table:{t}"))
+                    .collect();
+                if !tags.is_empty() {
+                    let lsn = db.primary_lsn().await;
+                    app.queries.invalidate(&tags, lsn);
+                }
+            });
+        })
+    };
+    let on_reconnect = {
+        let app = app.clone();
+        Arc::new(move || {
+            // At once (fills in flight are dropped), and again at the primary's position, so
+            // that results read from replicas behind a missed write are not kept.
+            app.queries.flush(0);
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Some(db) = &app.db {
+                    let lsn = db.primary_lsn().await;
+                    app.queries.flush(lsn);
+                }
+            });
+        })
+    };
+    db.listen(on_notify, on_reconnect, app.shutdown_signal());
+}

@@ -1,0 +1,940 @@
+//! The database tier as one object: the configured PostgreSQL instances with their pools,
+//! routing state and statistics, the catalog cache, the shapes of statements seen, and the
+//! background tasks that keep the routing state current (lag probes, CPU scrapes, pool
+//! maintenance). `QUERY` (in `command::query`) drives it: `shape` classifies a statement once
+//! per distinct text, `begin_read` picks an instance and resolves what the read depends on,
+//! `ReadConn::run` runs it, and `write` runs a write on the primary and says what it
+//! invalidated and at which WAL position.
+//!
+//! Statements run as prepared statements with every argument sent as a text parameter, so
+//! PostgreSQL infers the types and parses the values itself; nothing is spliced into SQL.
+//! Results are streamed and cut off at `max_result_bytes`. Errors keep PostgreSQL's SQLSTATE.
+
+use super::balancer::{Balancer, Candidate, Ewma};
+use super::catalog::{Catalog, CatalogError, SearchPath};
+use super::classify::{classify, Classified, ClassifyError, Kind};
+use super::pool::{PoolError, PoolSettings, Priority, Role, ServerPools};
+use super::router::{
+    eligible, lsn_text, parse_lsn, LagSample, PrimaryHistory, ReadNeeds, ReplicaState, Target,
+};
+use super::value::{column_names, PgValue, ValueError};
+use crate::cache::query::QueryResult;
+use crate::config::{DatabaseConfig, InstanceConfig};
+use crate::observe::metrics::{DbLabel, DbSeries};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{pin_mut, TryStreamExt};
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, OnceCell};
+use tokio_postgres::types::{Format, IsNull, ToSql, Type};
+
+/// Statement shapes remembered (distinct SQL texts).
+const SHAPES: usize = 10_000;
+
+/// Why a database operation failed; `Display` is the full RESP error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// PostgreSQL's error: SQLSTATE and message.
+    Sql { code: String, message: String },
+    /// No instance could answer.
+    Unavailable(String),
+    /// A refusal with its full text (classification, pool exhaustion, size).
+    Refused(String),
+    /// A replica refused the read as a write (SQLSTATE 25006): run it as a write instead (its
+    /// shape now says so).
+    IsWrite,
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Sql { code, message } => write!(f, "SQLERR {code} {message}"),
+            DbError::Unavailable(why) => write!(f, "UNAVAILABLE {why}"),
+            DbError::Refused(text) => f.write_str(text),
+            DbError::IsWrite => f.write_str("ERR statement writes"),
+        }
+    }
+}
+
+impl DbError {
+    /// A driver error from `instance`: PostgreSQL's own error keeps its SQLSTATE; a lost
+    /// connection makes the instance unavailable.
+    fn from_pg(instance: &str, e: &tokio_postgres::Error) -> DbError {
+        match e.as_db_error() {
+            Some(db) => DbError::Sql {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+            },
+            None => {
+                let text = e.to_string();
+                if let Some(counts) = text.strip_prefix("expected ") {
+                    // tokio-postgres checks the parameter count before sending.
+                    return DbError::Refused(format!(
+                        "ERR wrong number of ARGS: expected {counts}"
+                    ));
+                }
+                DbError::Unavailable(format!("database instance {instance} unreachable: {e}"))
+            }
+        }
+    }
+
+    fn code(&self) -> Option<&str> {
+        match self {
+            DbError::Sql { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ClassifyError> for DbError {
+    fn from(e: ClassifyError) -> DbError {
+        DbError::Refused(e.to_string())
+    }
+}
+
+fn pool_error(instance: &str, e: PoolError) -> DbError {
+    match e {
+        PoolError::Exhausted { .. } => DbError::Refused(format!("ERR {e}")),
+        other => DbError::Unavailable(format!("database instance {instance} unreachable: {other}")),
+    }
+}
+
+fn catalog_error(instance: &str, e: CatalogError) -> DbError {
+    DbError::from_pg(instance, &e.0)
+}
+
+/// One argument, sent to PostgreSQL in the text format: the server infers the parameter's
+/// type and parses the text itself, exactly as for a literal.
+#[derive(Debug)]
+pub struct TextArg<'a>(pub &'a [u8]);
+
+impl ToSql for TextArg<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A statement as Strata understands it, classified once per distinct SQL text.
+pub struct Shape {
+    /// The SQL text, as the client sent it.
+    pub sql: String,
+    pub classified: Classified,
+    /// A replica refused it as a write (SQLSTATE 25006): it runs on the primary from now on.
+    pub runs_as_write: AtomicBool,
+}
+
+impl Shape {
+    pub fn kind(&self) -> Kind {
+        if self.runs_as_write.load(Ordering::Relaxed) && self.classified.kind == Kind::Read {
+            Kind::Write
+        } else {
+            self.classified.kind
+        }
+    }
+}
+
+/// Per-instance counters (DB.STATUS, INFO and /metrics read them).
+#[derive(Default)]
+pub struct InstanceStats {
+    pub queries: AtomicU64,
+    pub errors: AtomicU64,
+    pub usec: AtomicU64,
+}
+
+/// One PostgreSQL server.
+pub struct Instance {
+    pub name: String,
+    pub replica: Option<usize>,
+    pub weight: u32,
+    pub metrics_url: String,
+    pub pg: tokio_postgres::Config,
+    pub pools: Arc<ServerPools>,
+    pub lag: ReplicaState,
+    pub ewma: Ewma,
+    /// Busy CPU fraction from the instance's metrics URL (None: unknown).
+    pub cpu: Mutex<Option<f64>>,
+    pub stats: InstanceStats,
+    latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Instance {
+    pub fn role(&self) -> &'static str {
+        if self.replica.is_some() {
+            "replica"
+        } else {
+            "primary"
+        }
+    }
+
+    fn observe(&self, started: Instant, ok: bool) {
+        let took = started.elapsed();
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .usec
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if !ok {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(took.as_secs_f64());
+        self.ewma.observe(took.as_secs_f64() * 1000.0);
+    }
+
+    /// The balancer's view of this replica.
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            id: self.replica.unwrap_or(usize::MAX),
+            weight: self.weight,
+            cpu: *self.cpu.lock(),
+            ewma_ms: self.ewma.value(),
+        }
+    }
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOpts {
+    pub max_lag: Duration,
+    /// Read your writes: the WAL position the serving replica must have replayed (0: none).
+    pub min_lsn: u64,
+    pub strong: bool,
+    pub priority: Priority,
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Primary,
+    Replica(usize),
+}
+
+/// A write's outcome: its reply, and what it invalidated.
+pub struct Written {
+    /// RETURNING rows, or `None` for a statement without result columns.
+    pub rows: Option<QueryResult>,
+    pub affected: u64,
+    /// The primary's WAL position after the commit.
+    pub lsn: u64,
+    /// `table:<schema>.<table>` tags to invalidate.
+    pub tags: Vec<String>,
+    /// DDL, or a write whose targets are unknown: everything cached may be stale.
+    pub flush_all: bool,
+}
+
+pub struct Database {
+    pub primary: Instance,
+    pub replicas: Vec<Instance>,
+    pub history: PrimaryHistory,
+    balancer: Balancer,
+    pub catalog: Catalog,
+    search_path: OnceCell<SearchPath>,
+    shapes: Mutex<LruCache<Bytes, Arc<Shape>>>,
+    pub max_result_bytes: u64,
+    pub max_lag: Duration,
+    pub query_ttl: Duration,
+    lag_probe: Duration,
+    /// The newest write position through this instance (read-your-writes ends once every
+    /// replica has replayed past a connection's write).
+    pub last_write_lsn: AtomicU64,
+    pub probes: AtomicU64,
+    /// DB.TRACK's administrative connection settings (triggers need a superuser).
+    admin: tokio_postgres::Config,
+    /// The LISTEN loop for DB.TRACK notifications.
+    pub listener: Mutex<Option<super::track::ListenerHandle>>,
+}
+
+/// Builds a connection config for an instance, filling what its URL leaves out from the
+/// `[database]` section.
+pub fn pg_config(
+    db: &DatabaseConfig,
+    inst: &InstanceConfig,
+    admin: bool,
+) -> tokio_postgres::Config {
+    let mut pg: tokio_postgres::Config = inst.url.parse().unwrap_or_default();
+    let (user, password) = if admin && !db.admin_user.is_empty() {
+        (&db.admin_user, &db.admin_password)
+    } else {
+        (&db.user, &db.password)
+    };
+    if (admin && !db.admin_user.is_empty()) || pg.get_user().is_none() {
+        if !user.is_empty() {
+            pg.user(user);
+        }
+        if !password.is_empty() {
+            pg.password(password);
+        }
+    }
+    if pg.get_dbname().is_none() && !db.dbname.is_empty() {
+        pg.dbname(&db.dbname);
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_millis(db.connect_timeout_ms));
+    }
+    pg.application_name("strata");
+    pg
+}
+
+impl Database {
+    pub fn new(cfg: &DatabaseConfig, series: &DbSeries) -> Arc<Database> {
+        let settings = PoolSettings {
+            min: cfg.pool_min,
+            max: cfg.pool_max,
+            reserved: cfg.pool_reserved,
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_s),
+            acquire_timeout: Duration::from_millis(cfg.acquire_timeout_ms),
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            statement_timeout_ms: cfg.statement_timeout_ms,
+        };
+        let instance = |inst: &InstanceConfig, replica: Option<usize>| {
+            let pg = pg_config(cfg, inst, false);
+            Instance {
+                name: inst.name.clone(),
+                replica,
+                weight: inst.weight,
+                metrics_url: inst.metrics_url.clone(),
+                pools: ServerPools::new(
+                    &inst.name,
+                    pg.clone(),
+                    replica.is_none(),
+                    settings.clone(),
+                ),
+                pg,
+                lag: ReplicaState::default(),
+                ewma: Ewma::default(),
+                cpu: Mutex::new(None),
+                stats: InstanceStats::default(),
+                latency: series
+                    .latency
+                    .get_or_create(&DbLabel {
+                        instance: inst.name.clone(),
+                        role: if replica.is_some() {
+                            "replica"
+                        } else {
+                            "primary"
+                        }
+                        .into(),
+                    })
+                    .clone(),
+            }
+        };
+        Arc::new(Database {
+            primary: instance(&cfg.primary, None),
+            replicas: cfg
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| instance(r, Some(i)))
+                .collect(),
+            history: PrimaryHistory::default(),
+            balancer: Balancer::new(),
+            catalog: Catalog::new(10_000),
+            search_path: OnceCell::new(),
+            shapes: Mutex::new(LruCache::new(
+                NonZeroUsize::new(SHAPES).unwrap_or(NonZeroUsize::MIN),
+            )),
+            max_result_bytes: cfg.max_result_bytes.0,
+            max_lag: Duration::from_millis(cfg.max_replica_lag_ms),
+            query_ttl: Duration::from_secs(cfg.query_ttl_s),
+            lag_probe: Duration::from_millis(cfg.lag_probe_ms),
+            last_write_lsn: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            admin: pg_config(cfg, &cfg.primary, true),
+            listener: Mutex::new(None),
+        })
+    }
+
+    /// Every instance, the primary first.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        std::iter::once(&self.primary).chain(&self.replicas)
+    }
+
+    pub fn instance(&self, target: Target) -> &Instance {
+        match target {
+            Target::Primary => &self.primary,
+            Target::Replica(i) => &self.replicas[i],
+        }
+    }
+
+    /// Starts the background work: pool maintenance, lag probes, CPU scrapes.
+    pub fn start(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        for inst in self.instances() {
+            inst.pools.spawn_maintenance(shutdown.clone());
+        }
+        tokio::spawn(probe_primary(self.clone(), shutdown.clone()));
+        for i in 0..self.replicas.len() {
+            tokio::spawn(probe_replica(self.clone(), i, shutdown.clone()));
+        }
+        for (i, inst) in self.instances().enumerate() {
+            if !inst.metrics_url.is_empty() {
+                tokio::spawn(scrape_cpu(self.clone(), i, shutdown.clone()));
+            }
+        }
+    }
+
+    /// The statement's shape: classified once per distinct text (DDL forgets them all).
+    pub fn shape(&self, sql: &Bytes, admin: bool) -> Result<Arc<Shape>, DbError> {
+        if let Some(s) = self.shapes.lock().get(sql) {
+            if admin || s.classified.kind != Kind::Ddl {
+                return Ok(s.clone());
+            }
+        }
+        let text = std::str::from_utf8(sql)
+            .map_err(|_| DbError::Refused("ERR QUERY SQL must be valid UTF-8".into()))?;
+        let classified = classify(text, admin)?;
+        let shape = Arc::new(Shape {
+            sql: text.to_string(),
+            classified,
+            runs_as_write: AtomicBool::new(false),
+        });
+        self.shapes.lock().put(sql.clone(), shape.clone());
+        Ok(shape)
+    }
+
+    /// Forgets everything learnt about the schema (after DDL).
+    pub fn schema_changed(&self) {
+        self.catalog.invalidate();
+        self.shapes.lock().clear();
+    }
+
+    /// Where a read runs (Properties 10 and 12): an eligible replica chosen by the balancer,
+    /// else the primary.
+    pub fn route_read(&self, opts: &ReadOpts) -> Target {
+        if opts.strong {
+            return Target::Primary;
+        }
+        let needs = ReadNeeds {
+            max_lag: opts.max_lag,
+            min_lsn: opts.min_lsn,
+            now: Instant::now(),
+        };
+        let candidates: Vec<Candidate> = self
+            .replicas
+            .iter()
+            .filter(|r| eligible(r.lag.sample(), r.lag.is_down(), r.weight, &needs))
+            .map(Instance::candidate)
+            .collect();
+        match self.balancer.pick(&candidates) {
+            Some(i) => Target::Replica(candidates[i].id),
+            None => Target::Primary,
+        }
+    }
+
+    /// Whether every replica has replayed past `lsn` (read-your-writes can end).
+    pub fn replicas_past(&self, lsn: u64) -> bool {
+        self.replicas
+            .iter()
+            .all(|r| r.weight == 0 || r.lag.sample().is_some_and(|s| s.replay_lsn >= lsn))
+    }
+
+    async fn search_path(
+        &self,
+        client: &tokio_postgres::Client,
+        at: &str,
+    ) -> Result<&SearchPath, DbError> {
+        self.search_path
+            .get_or_try_init(|| async {
+                SearchPath::current(client)
+                    .await
+                    .map_err(|e| catalog_error(at, e))
+            })
+            .await
+    }
+
+    /// Picks the instance for a read, takes a connection there and resolves the tags the
+    /// result depends on.
+    pub async fn begin_read(
+        &self,
+        shape: Arc<Shape>,
+        opts: &ReadOpts,
+    ) -> Result<ReadConn<'_>, DbError> {
+        let target = self.route_read(opts);
+        let (target, conn) = match self.connect(target, Role::Read, opts.priority).await {
+            Ok(c) => (target, c),
+            Err(e) if target != Target::Primary => {
+                // The replica failed: out of rotation until its probe passes, and the read
+                // goes to the primary.
+                self.instance(target).lag.record_failure();
+                tracing::warn!(instance = %self.instance(target).name, error = %e, "replica unusable, reading from the primary");
+                (
+                    Target::Primary,
+                    self.connect(Target::Primary, Role::Read, opts.priority)
+                        .await?,
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        let at = self.instance(target);
+        // The position the replica had replayed before this read started: what it proves.
+        let proof = match target {
+            Target::Primary => u64::MAX,
+            Target::Replica(_) => at.lag.sample().map_or(0, |s| s.replay_lsn),
+        };
+        let (tags, volatile) = self.read_tags(&shape.classified, &conn, &at.name).await?;
+        Ok(ReadConn {
+            db: self,
+            shape,
+            target,
+            conn,
+            proof,
+            tags,
+            volatile,
+        })
+    }
+
+    async fn connect(
+        &self,
+        target: Target,
+        role: Role,
+        priority: Priority,
+    ) -> Result<super::pool::Conn, DbError> {
+        let inst = self.instance(target);
+        inst.pools
+            .get(role, priority)
+            .await
+            .map_err(|e| pool_error(&inst.name, e))
+    }
+
+    /// The `table:` tags of a read and whether it calls something that is not immutable.
+    async fn read_tags(
+        &self,
+        c: &Classified,
+        conn: &super::pool::Conn,
+        at: &str,
+    ) -> Result<(Vec<String>, bool), DbError> {
+        let client: &tokio_postgres::Client = conn.client();
+        let path = self.search_path(client, at).await?;
+        let names: Vec<_> = c.relations.iter().cloned().collect();
+        let tables = self
+            .catalog
+            .resolve(client, &names, path)
+            .await
+            .map_err(|e| catalog_error(at, e))?;
+        let deps = self
+            .catalog
+            .read_dependencies(client, &tables)
+            .await
+            .map_err(|e| catalog_error(at, e))?;
+        let calls: Vec<_> = c.calls.iter().cloned().collect();
+        let volatile = c.volatile
+            || deps.volatile
+            || self
+                .catalog
+                .volatile(client, &calls, path)
+                .await
+                .map_err(|e| catalog_error(at, e))?;
+        Ok((
+            deps.tags.iter().map(|t| format!("table:{t}")).collect(),
+            volatile,
+        ))
+    }
+
+    /// Runs a write (or DDL) on the primary; says what it invalidated.
+    pub async fn write(
+        &self,
+        shape: &Shape,
+        args: &[Bytes],
+        priority: Priority,
+    ) -> Result<Written, DbError> {
+        let conn = self.connect(Target::Primary, Role::Write, priority).await?;
+        let at = &self.primary;
+        let c = &shape.classified;
+        let ddl = c.kind == Kind::Ddl;
+        let (tags, flush_all) = if ddl || !c.parsed {
+            (Vec::new(), true)
+        } else {
+            let client = conn.client();
+            let path = self.search_path(client, &at.name).await?;
+            let names: Vec<_> = c.writes.iter().cloned().collect();
+            let tables = self
+                .catalog
+                .resolve(client, &names, path)
+                .await
+                .map_err(|e| catalog_error(&at.name, e))?;
+            let tags = self
+                .catalog
+                .write_invalidations(client, &tables, path)
+                .await
+                .map_err(|e| catalog_error(&at.name, e))?;
+            // A write that names no table (a volatile function doing the writing) may have
+            // changed anything.
+            let unknown = tags.is_empty() && !c.locking;
+            (tags.iter().map(|t| format!("table:{t}")).collect(), unknown)
+        };
+        let started = Instant::now();
+        let run = run_statement(&conn, &shape.sql, args, self.max_result_bytes).await;
+        at.observe(started, run.is_ok());
+        let (rows, affected) = match run {
+            Ok(r) => r,
+            Err(e) => {
+                if ddl {
+                    self.schema_changed();
+                }
+                return Err(e);
+            }
+        };
+        if ddl {
+            self.schema_changed();
+        }
+        let lsn = current_lsn(conn.client()).await.unwrap_or(u64::MAX);
+        self.last_write_lsn.fetch_max(lsn, Ordering::Relaxed);
+        Ok(Written {
+            rows,
+            affected,
+            lsn,
+            tags,
+            flush_all,
+        })
+    }
+}
+
+impl Database {
+    /// Starts LISTENing on the primary for DB.TRACK's notifications.
+    pub fn listen(
+        &self,
+        on_notify: super::track::OnNotify,
+        on_reconnect: super::track::OnReconnect,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut pg = self.primary.pg.clone();
+        pg.application_name("strata-listen");
+        *self.listener.lock() = Some(super::track::Listener::spawn(
+            pg,
+            on_notify,
+            on_reconnect,
+            shutdown,
+        ));
+    }
+
+    /// DB.TRACK: installs the triggers (as the admin user) and returns the tables tracked.
+    pub async fn track(&self, tables: &[String]) -> Result<Vec<String>, DbError> {
+        let name = &self.primary.name;
+        let (client, connection) = self
+            .admin
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| DbError::from_pg(name, &e))?;
+        let task = tokio::spawn(connection);
+        let r = super::track::install(&client, tables).await;
+        drop(client);
+        let _ = task.await;
+        r.map_err(|e| DbError::Refused(e.to_string()))
+    }
+
+    /// The primary's current WAL position (a write that committed before this call is at or
+    /// before it); the last probed position if the primary cannot be asked.
+    pub async fn primary_lsn(&self) -> u64 {
+        let asked = match self
+            .connect(Target::Primary, Role::Write, Priority::Critical)
+            .await
+        {
+            Ok(conn) => current_lsn(conn.client()).await,
+            Err(_) => None,
+        };
+        asked
+            .or_else(|| self.history.latest_before(Instant::now()).map(|s| s.1))
+            .unwrap_or(0)
+    }
+}
+
+/// A read with its instance chosen and its connection taken.
+pub struct ReadConn<'a> {
+    db: &'a Database,
+    shape: Arc<Shape>,
+    pub target: Target,
+    conn: super::pool::Conn,
+    /// The replay position the source had reached before the read (u64::MAX: the primary).
+    pub proof: u64,
+    pub tags: Vec<String>,
+    /// Calls something not immutable (not cached without an explicit TTL).
+    pub volatile: bool,
+}
+
+impl ReadConn<'_> {
+    /// Runs the read. A replica refusing it as a write (25006) marks its shape a write and
+    /// answers `DbError::IsWrite`: the caller runs it as one (on the primary, invalidating).
+    pub async fn run(self, args: &[Bytes]) -> Result<(QueryResult, Source, u64), DbError> {
+        let db = self.db;
+        let inst = db.instance(self.target);
+        let started = Instant::now();
+        let sql = &self.shape.sql;
+        let r = run_statement(&self.conn, sql, args, db.max_result_bytes).await;
+        inst.observe(started, r.is_ok());
+        let source = match self.target {
+            Target::Primary => Source::Primary,
+            Target::Replica(i) => Source::Replica(i),
+        };
+        match r {
+            Ok((rows, affected)) => Ok((
+                rows.unwrap_or_else(|| affected_result(affected)),
+                source,
+                self.proof,
+            )),
+            Err(e) if e.code() == Some("25006") => {
+                self.shape.runs_as_write.store(true, Ordering::Relaxed);
+                Err(DbError::IsWrite)
+            }
+            Err(e) => {
+                if matches!(e, DbError::Unavailable(_)) {
+                    inst.lag.record_failure();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn affected_result(n: u64) -> QueryResult {
+    QueryResult {
+        columns: vec!["rows".into()],
+        rows: vec![vec![PgValue::Int(n as i64)]],
+    }
+}
+
+/// Runs one statement with text arguments, streaming the result and refusing it past
+/// `max_bytes`. Returns the rows (`None` without result columns) and the rows affected.
+async fn run_statement(
+    conn: &super::pool::Conn,
+    sql: &str,
+    args: &[Bytes],
+    max_bytes: u64,
+) -> Result<(Option<QueryResult>, u64), DbError> {
+    let name = conn.server().to_string();
+    let pg = |e: tokio_postgres::Error| DbError::from_pg(&name, &e);
+    let params: Vec<TextArg<'_>> = args.iter().map(|a| TextArg(a)).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let (stmt, stream) =
+        conn.query_stream(sql, &refs)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                // PostgreSQL's own text for a wrong parameter count names the protocol message;
+                // say it in QUERY's terms.
+                Some(db) if db.code().code() == "08P01" && db.message().contains("parameters") => {
+                    DbError::Refused(format!("ERR wrong number of ARGS: {}", db.message()))
+                }
+                _ => pg(e),
+            })?;
+    pin_mut!(stream);
+    let columns = column_names(stmt.columns());
+    let mut rows = Vec::new();
+    let mut size = columns.iter().map(|c| c.len() + 24).sum::<usize>() as u64;
+    while let Some(row) = stream.try_next().await.map_err(pg)? {
+        size += row_size(&row);
+        if size > max_bytes {
+            return Err(DbError::Refused(format!(
+                "ERR query result exceeds database.max_result_bytes ({max_bytes} bytes)"
+            )));
+        }
+        rows.push(
+            super::value::row_values(&row)
+                .map_err(|e: ValueError| DbError::Refused(format!("ERR {}", e.message())))?,
+        );
+    }
+    let affected = stream.rows_affected().unwrap_or(rows.len() as u64);
+    if stmt.columns().is_empty() {
+        return Ok((None, affected));
+    }
+    Ok((Some(QueryResult { columns, rows }), affected))
+}
+
+/// The raw size of a row as received (its values' bytes plus per-value overhead).
+fn row_size(row: &tokio_postgres::Row) -> u64 {
+    (0..row.len())
+        .map(|i| {
+            24 + row
+                .try_get::<_, Option<RawBytes>>(i)
+                .ok()
+                .flatten()
+                .map_or(0, |r| r.0 as u64)
+        })
+        .sum()
+}
+
+/// The length of a value's raw bytes, for any type.
+struct RawBytes(usize);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawBytes {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawBytes(raw.len()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// The primary's current WAL position.
+async fn current_lsn(client: &tokio_postgres::Client) -> Option<u64> {
+    let row = client
+        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+        .await
+        .ok()?;
+    parse_lsn(row.try_get::<_, &str>(0).ok()?)
+}
+
+/// Keeps a dedicated connection to one instance for probes, reconnecting with backoff
+/// (1 s, 2 s, 4 s, then every 4 s).
+struct ProbeConn {
+    pg: tokio_postgres::Config,
+    client: Option<tokio_postgres::Client>,
+    failures: u32,
+    retry_at: Instant,
+}
+
+impl ProbeConn {
+    fn new(pg: &tokio_postgres::Config) -> ProbeConn {
+        let mut pg = pg.clone();
+        pg.application_name("strata-probe");
+        ProbeConn {
+            pg,
+            client: None,
+            failures: 0,
+            retry_at: Instant::now(),
+        }
+    }
+
+    async fn query_text(&mut self, sql: &str, timeout: Duration) -> Option<Vec<Option<String>>> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            if Instant::now() < self.retry_at {
+                return None;
+            }
+            match tokio::time::timeout(timeout, self.pg.connect(tokio_postgres::NoTls)).await {
+                Ok(Ok((client, connection))) => {
+                    tokio::spawn(connection);
+                    self.client = Some(client);
+                    self.failures = 0;
+                }
+                _ => {
+                    self.failures += 1;
+                    let backoff = [1, 2, 4][(self.failures as usize - 1).min(2)];
+                    self.retry_at = Instant::now() + Duration::from_secs(backoff);
+                    return None;
+                }
+            }
+        }
+        let client = self.client.as_ref()?;
+        match tokio::time::timeout(timeout, client.simple_query(sql)).await {
+            Ok(Ok(msgs)) => msgs.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            }),
+            _ => {
+                self.client = None;
+                None
+            }
+        }
+    }
+}
+
+async fn probe_primary(db: Arc<Database>, mut shutdown: watch::Receiver<bool>) {
+    let mut conn = ProbeConn::new(&db.primary.pg);
+    let mut tick = tokio::time::interval(db.lag_probe);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let sent = Instant::now();
+        let row = conn
+            .query_text(
+                "SELECT pg_catalog.pg_current_wal_lsn()::text",
+                db.lag_probe * 4,
+            )
+            .await;
+        match row
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|t| parse_lsn(&t))
+        {
+            Some(lsn) => {
+                db.history.record(sent, lsn);
+                db.primary.lag.record_up();
+            }
+            None => db.primary.lag.record_failure(),
+        }
+    }
+}
+
+async fn probe_replica(db: Arc<Database>, i: usize, mut shutdown: watch::Receiver<bool>) {
+    let inst = &db.replicas[i];
+    let mut conn = ProbeConn::new(&inst.pg);
+    let mut tick = tokio::time::interval(db.lag_probe);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let sent = Instant::now();
+        let row = conn
+            .query_text(
+                "SELECT pg_catalog.pg_is_in_recovery()::text, pg_catalog.pg_last_wal_replay_lsn()::text",
+                db.lag_probe * 4,
+            )
+            .await;
+        db.probes.fetch_add(1, Ordering::Relaxed);
+        let replay = match row.as_deref() {
+            Some([Some(rec), Some(lsn)]) if rec == "true" => parse_lsn(lsn),
+            _ => None,
+        };
+        match replay.and_then(|r| db.history.lag(r, sent).map(|lag| (r, lag))) {
+            Some((replay_lsn, lag)) => inst.lag.record(LagSample {
+                at: sent,
+                replay_lsn,
+                lag,
+            }),
+            None if row.is_none() || replay.is_none() => inst.lag.record_failure(),
+            None => {}
+        }
+    }
+}
+
+/// Every 5 s, the instance's CPU from its node_exporter metrics.
+async fn scrape_cpu(db: Arc<Database>, index: usize, mut shutdown: watch::Receiver<bool>) {
+    let inst = db.instances().nth(index).expect("instance index");
+    let mut tracker = super::nodemetrics::CpuTracker::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match super::nodemetrics::scrape(&inst.metrics_url, Duration::from_secs(2)).await {
+            Ok(sample) => {
+                if let Some(busy) = tracker.update(&sample) {
+                    *inst.cpu.lock() = Some(busy);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(instance = %inst.name, error = %e, "metrics scrape failed");
+                *inst.cpu.lock() = None;
+            }
+        }
+    }
+}
+
+/// DB.STATUS's LSN text.
+pub fn lsn_or_dash(lsn: Option<u64>) -> String {
+    lsn.map_or_else(|| "-".to_string(), lsn_text)
+}
