@@ -75,6 +75,10 @@ impl App {
             config.database.cache_max_entries,
             config.database.cache_maxmemory.0 as usize,
         ));
+        // Tiered: not coherent until subscribed to the other instances' announcements.
+        queries
+            .coherent
+            .store(!config.l2.enabled(), std::sync::atomic::Ordering::Relaxed);
         let app = App {
             store,
             l2,

@@ -11,13 +11,18 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use support::pg::{unique_name, PgCluster};
-use support::{wait_until, Strata};
+use support::{wait_until, RedisServer, Strata};
 
 /// A Strata in front of the shared cluster; `extra` goes into `[database]`.
 fn strata(extra: &str) -> Strata {
+    strata_with(extra, "")
+}
+
+/// `strata` with other sections (`[l2]` ...) before `[database]`.
+fn strata_with(extra: &str, sections: &str) -> Strata {
     let c = PgCluster::shared();
     let mut cfg = format!(
-        "[database]\nlag_probe_ms = 50\npool_min = 2\npool_max = 20\n{extra}\n\
+        "{sections}\n[database]\nlag_probe_ms = 50\npool_min = 2\npool_max = 20\n{extra}\n\
          [database.primary]\nname = \"{}\"\nurl = \"{}\"\n",
         c.primary().name,
         c.primary().url()
@@ -678,4 +683,149 @@ fn db_track_invalidates_on_direct_writes_truncate_and_ddl() {
         == "l1"));
     c.exec("p0", &format!("UPDATE {t} SET n = 6"));
     until_value(&mut r, &star, &serde_json::json!([[5, 6, 7]]));
+}
+
+/// Waits until a read is served from `layer` ("l1", "l2").
+fn served_from(r: &mut redis::Connection, sql: &str, layer: &str) -> bool {
+    wait_until(Duration::from_secs(3), || {
+        json(r, sql, &[])["source"] == layer
+    })
+}
+
+// Feature: db-cache-optimization, Property 20: Cache Invalidation on Modification
+#[test]
+fn tiered_instances_share_results_through_l2_and_invalidate_each_other() {
+    let up = RedisServer::start();
+    let l2 = format!(
+        "[l2]\nurl = \"redis://127.0.0.1:{}\"\ntimeout_ms = 500",
+        up.port
+    );
+    let a = strata_with("", &l2);
+    let b = strata_with("", &l2);
+    let c = PgCluster::shared();
+    let t = table("tiered");
+    c.exec(
+        "p0",
+        &format!("CREATE TABLE {t} (id int primary key, n int); INSERT INTO {t} VALUES (1, 1)"),
+    );
+    replicated();
+    let (mut ra, mut rb) = (a.conn(), b.conn());
+    let sql = format!("SELECT n FROM {t} WHERE id = 1");
+    // A reads it from the database and stores it in L1 and L2; B then finds it in L2 (no
+    // database round trip), then in its own L1.
+    assert!(served_from(&mut ra, &sql, "l1"), "A caches the result");
+    // (B caches nothing until it hears the other instances' writes: wait for that.)
+    assert!(served_from(&mut rb, &sql, "l2"), "B finds A's result in L2");
+    let before = queries_run(&mut rb);
+    assert_eq!(json(&mut rb, &sql, &[])["source"], "l1");
+    assert_eq!(queries_run(&mut rb), before, "B never asked PostgreSQL");
+
+    // A write through A: neither instance serves the old value from any cache layer.
+    for i in 0..2 {
+        let (w, r) = if i == 0 {
+            (&mut ra, &mut rb)
+        } else {
+            (&mut rb, &mut ra)
+        };
+        let n = (i + 2).to_string();
+        query(
+            w,
+            &format!("UPDATE {t} SET n = $1 WHERE id = 1"),
+            &["ARGS", "1", &n],
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        loop {
+            let j = json(r, &sql, &[]);
+            if j["rows"][0][0] == i as i64 + 2 {
+                break;
+            }
+            // L2 is never stale after the write's reply; the other instance's L1 only until
+            // the write's announcement reaches it.
+            assert_ne!(
+                j["source"], "l2",
+                "old value served from L2 after the write: {j}"
+            );
+            assert!(
+                j["source"] != "l1" || t0.elapsed() < Duration::from_millis(50),
+                "old value served from L1 after the write: {j}"
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "never saw the write: {j}"
+            );
+        }
+        let j = json(w, &sql, &[]);
+        assert_eq!(
+            j["rows"][0][0].to_string(),
+            n,
+            "the writer reads its write: {j}"
+        );
+    }
+
+    // TAGINVAL through B removes A's results carrying the tag, and L2's.
+    let tagged = format!("SELECT n + 0 AS m FROM {t} WHERE id = 1");
+    let args = ["TAGS", "1", "mytag"];
+    assert!(wait_until(Duration::from_secs(3), || json(
+        &mut ra, &tagged, &args
+    )["source"]
+        == "l1"));
+    assert!(wait_until(Duration::from_secs(3), || json(
+        &mut rb, &tagged, &args
+    )["source"]
+        == "l1"));
+    let n: i64 = redis::cmd("TAGINVAL").arg("mytag").query(&mut rb).unwrap();
+    assert!(n >= 1, "{n}");
+    // L2 at once, A's L1 as soon as the announcement reaches it (A reads first: nobody has
+    // stored a fresh result yet, so an L2 hit would be the invalidated one).
+    let t0 = Instant::now();
+    loop {
+        let j = json(&mut ra, &tagged, &args);
+        assert_ne!(j["source"], "l2", "an L2 result older than TAGINVAL: {j}");
+        if j["source"] != "l1" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(100),
+            "A's L1 kept it: {j}"
+        );
+    }
+    // B's own cache dropped it at once (B may now find A's fresh result in L2).
+    assert_ne!(json(&mut rb, &tagged, &args)["source"], "l1");
+}
+
+#[test]
+fn tiered_results_are_not_cached_while_l2_is_down() {
+    let mut up = RedisServer::start();
+    let port = up.port;
+    let l2 = format!("[l2]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout_ms = 300");
+    let a = strata_with("", &l2);
+    let c = PgCluster::shared();
+    let t = table("l2down");
+    c.exec(
+        "p0",
+        &format!("CREATE TABLE {t} (n int); INSERT INTO {t} VALUES (1)"),
+    );
+    replicated();
+    let mut r = a.conn();
+    let sql = format!("SELECT n FROM {t}");
+    assert!(served_from(&mut r, &sql, "l1"));
+    drop(up);
+    // Without L2 this instance cannot hear the others' writes: it answers from the database.
+    assert!(wait_until(Duration::from_secs(5), || json(
+        &mut r,
+        &sql,
+        &[]
+    )["source"]
+        != "l1"));
+    for _ in 0..5 {
+        let j = json(&mut r, &sql, &[]);
+        assert!(j["source"].as_str().unwrap().starts_with("replica:"), "{j}");
+    }
+    up = RedisServer::start_on(port);
+    assert!(
+        served_from(&mut r, &sql, "l1"),
+        "caching again once L2 is back"
+    );
+    drop(up);
 }

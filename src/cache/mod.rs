@@ -4,6 +4,7 @@ pub mod entry;
 pub mod glob;
 pub mod l2;
 pub mod query;
+pub mod query_l2;
 pub mod ranktree;
 pub mod store;
 pub mod tags;

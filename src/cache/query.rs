@@ -27,7 +27,7 @@ const SHARDS: usize = 16;
 const MAX_TAG_STAMPS: usize = 100_000;
 
 /// A query result: column names and rows of values.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct QueryResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<PgValue>>,
@@ -138,6 +138,9 @@ pub struct QueryCache {
     max_bytes: usize,
     hasher: foldhash::fast::FixedState,
     pub stats: Stats,
+    /// Tiered mode: whether this instance currently hears the other instances' writes (results
+    /// are stored only then); always true standalone.
+    pub coherent: std::sync::atomic::AtomicBool,
     flights: Mutex<HashMap<u128, Arc<tokio::sync::OnceCell<FlightResult>>>>,
 }
 
@@ -157,6 +160,7 @@ impl QueryCache {
             max_bytes,
             hasher: foldhash::fast::FixedState::with_seed(0x5747_a7a5),
             stats: Stats::default(),
+            coherent: std::sync::atomic::AtomicBool::new(true),
             flights: Mutex::default(),
         }
     }

@@ -18,6 +18,7 @@ use super::args::parse_i64;
 use super::{CmdResult, Ctx};
 use crate::app::App;
 use crate::cache::query::{render, Format};
+use crate::cache::query_l2;
 use crate::db::database::{lsn_or_dash, Database, DbError, ReadOpts, Shape, Source};
 use crate::db::pool::{Priority, Role};
 use crate::server::reply::Reply;
@@ -252,12 +253,39 @@ async fn read(
         .ttl
         .unwrap_or(db.query_ttl.as_secs())
         .saturating_mul(1000);
+    // Tiered: results are kept only while this instance hears the others' writes.
+    let l2 = app.l2.as_ref().filter(|_| cacheable);
+    let coherent = l2.is_none() || cache.coherent.load(Ordering::Acquire);
+    if let Some(l2) = l2.filter(|_| coherent) {
+        if let Some((result, tags, left_ms)) = query_l2::lookup(l2, key).await {
+            let result = Arc::new(result);
+            cache.store(
+                key,
+                result.clone(),
+                &tags,
+                left_ms,
+                generation,
+                super::unix_ms(),
+            );
+            out.raw(&render(&result, format, "l2"));
+            return Ok(());
+        }
+    }
     let fetch = || async {
         let rc = db.begin_read(shape.clone(), &read).await?;
         let mut tags = rc.tags.clone();
         tags.extend(opts.tags.iter().cloned());
-        let storable = cacheable && (explicit_ttl || !rc.volatile);
-        let pending = cache.pending_lsn(&tags);
+        let versions = match l2 {
+            Some(l2) if coherent => query_l2::versions(l2, &tags).await,
+            _ => None,
+        };
+        let storable = cacheable
+            && (explicit_ttl || !rc.volatile)
+            && coherent
+            && (l2.is_none() || versions.is_some());
+        let pending = cache
+            .pending_lsn(&tags)
+            .max(versions.as_ref().map_or(0, |v| v.lsn));
         let (result, source, proof) = rc.run(&opts.args).await?;
         let result = Arc::new(result);
         if storable && proof >= pending {
@@ -269,6 +297,10 @@ async fn read(
                 generation,
                 super::unix_ms(),
             );
+            if let (Some(l2), Some(v)) = (l2, versions) {
+                let (l2, result) = (l2.clone(), result.clone());
+                tokio::spawn(async move { query_l2::store(&l2, key, &result, &v, ttl_ms).await });
+            }
         } else if storable {
             cache.stats.fills_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -302,17 +334,148 @@ async fn write(
         Ok(w) => w,
         Err(e) => return out.error(&e.to_string()),
     };
+    let mut tags = written.tags.clone();
+    tags.extend(opts.tags.iter().cloned());
     if written.flush_all {
         app.queries.flush(written.lsn);
     } else {
-        let mut tags = written.tags.clone();
-        tags.extend(opts.tags.iter().cloned());
         app.queries.invalidate(&tags, written.lsn);
     }
+    announce(app, &tags, written.lsn, written.flush_all).await;
     session.db_write_lsn = session.db_write_lsn.max(written.lsn);
     match written.rows {
         Some(rows) => out.raw(&render(&rows, format, "primary")),
         None => out.int(written.affected as i64),
+    }
+}
+
+/// The L2 channel on which instances announce their writes to each other.
+pub const INVALIDATE_CHANNEL: &str = "strata:query:invalidate";
+
+/// Tiered mode: tells the other instances (through L2) which tags a write invalidated, and
+/// bumps those tags' versions in L2 (so L2's results that read them are no longer valid), before
+/// the writer's client gets its reply. A write this instance cannot announce (L2 unreachable)
+/// reaches the others' caches only through DB.TRACK or their TTL (docs/database.md).
+pub async fn announce(app: &App, tags: &[String], lsn: u64, flush: bool) {
+    // Without a database there are no QUERY results to invalidate (nor version keys to make).
+    let (Some(l2), Some(_)) = (&app.l2, &app.db) else {
+        return;
+    };
+    let mut payload = format!("{} {lsn} {}", app.run_id, u8::from(flush));
+    for t in tags {
+        payload.push('\n');
+        payload.push_str(t);
+    }
+    let mut pipe = redis::pipe();
+    query_l2::bump(&mut pipe, tags, lsn, flush);
+    pipe.cmd("PUBLISH").arg(INVALIDATE_CHANNEL).arg(payload);
+    if l2.run(0, false, false, &pipe).await.is_err() {
+        tracing::warn!("cannot announce a QUERY write to the other instances: L2 unavailable");
+    }
+}
+
+/// Applies another instance's announcement; false when it is not one.
+fn apply_announcement(app: &App, payload: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return false;
+    };
+    let mut lines = text.split('\n');
+    let mut head = lines.next().unwrap_or("").split(' ');
+    let (Some(from), Some(lsn), Some(flush)) = (head.next(), head.next(), head.next()) else {
+        return false;
+    };
+    let Ok(lsn) = lsn.parse::<u64>() else {
+        return false;
+    };
+    if from == app.run_id {
+        return true;
+    }
+    if flush == "1" {
+        app.queries.flush(lsn);
+    } else {
+        let tags: Vec<String> = lines.map(str::to_string).collect();
+        app.queries.invalidate(&tags, lsn);
+    }
+    true
+}
+
+/// Tiered mode: keeps a subscription to the other instances' announcements, reconnecting
+/// after 1, 2, 4, then every 4 seconds. Whenever the subscription (re)starts or ends, the
+/// QUERY cache is flushed at the primary's position: announcements may have been missed.
+async fn follow_announcements(app: Arc<App>, l2: Arc<crate::cache::l2::L2>) {
+    use crate::cache::l2::BACKOFF_MS;
+    let mut shutdown = app.shutdown_signal();
+    let mut failures = 0usize;
+    let flush = |app: &Arc<App>| {
+        let app = app.clone();
+        async move {
+            app.queries.flush(0);
+            if let Some(db) = &app.db {
+                let lsn = db.primary_lsn().await;
+                app.queries.flush(lsn);
+            }
+        }
+    };
+    loop {
+        if app.is_shutting_down() {
+            return;
+        }
+        // The L2 supervisor reconnects; subscribing before it has would only fail.
+        while !l2.is_up() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(10_000);
+        let push: crate::cache::l2::PushFn = Arc::new(move |p: redis::PushInfo| match p.kind {
+            redis::PushKind::Message => {
+                let data = match p.data.get(1) {
+                    Some(redis::Value::BulkString(b)) => b.clone(),
+                    _ => Vec::new(),
+                };
+                // A backlog this deep means the cache cannot keep up: resubscribe and flush.
+                if tx.try_send(Some(data)).is_err() {
+                    let _ = tx.try_send(None);
+                }
+            }
+            redis::PushKind::Disconnection => {
+                let _ = tx.try_send(None);
+            }
+            _ => {}
+        });
+        let subscribed = match l2.dedicated(0, true, Some(push)).await {
+            Ok(mut conn) => conn
+                .subscribe("subscribe", &[INVALIDATE_CHANNEL.as_bytes().to_vec()])
+                .await
+                .ok()
+                .map(|()| conn),
+            Err(_) => None,
+        };
+        if let Some(_conn) = subscribed {
+            failures = 0;
+            flush(&app).await;
+            app.queries.coherent.store(true, Ordering::Release);
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(Some(payload)) => {
+                            apply_announcement(&app, &payload);
+                        }
+                        _ => break,
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+            app.queries.coherent.store(false, Ordering::Release);
+            flush(&app).await;
+        }
+        let wait = BACKOFF_MS[failures.min(BACKOFF_MS.len() - 1)];
+        failures += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -444,6 +607,9 @@ pub fn start(app: &Arc<App>) {
     let Some(db) = &app.db else {
         return;
     };
+    if let Some(l2) = &app.l2 {
+        tokio::spawn(follow_announcements(app.clone(), l2.clone()));
+    }
     db.start(app.shutdown_signal());
     let on_notify = {
         let app = app.clone();

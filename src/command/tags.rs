@@ -2,7 +2,9 @@
 //!
 //! `TAGADD key tag [tag ...]` → the number of tags newly attached (0 when the key does not
 //! exist). `TAGINVAL tag [tag ...]` → the number of existing keys that carried any of the tags,
-//! now deleted. Tags belong to the selected database, like keys.
+//! now deleted, plus the QUERY results carrying them on this instance (QUERY's TAGS, or its
+//! `table:<schema>.<table>` tags), which leave every instance's cache and L2 too. Tags of keys
+//! belong to the selected database, like keys.
 //!
 //! Standalone, the tag index is in this process (`cache::tags`). In tiered mode it lives in L2 —
 //! one set `strata:tag:{<tag>}` per tag, holding key names — so every instance sees the same
@@ -60,8 +62,17 @@ pub fn taginval(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         .iter()
         .filter(|k| ctx.app.store.access(db, k, ctx.now, |s| s.take().is_some()))
         .count();
-    ctx.out.int(n as i64);
+    let results = ctx.app.queries.invalidate(&query_tags(args), 0);
+    ctx.out.int((n + results) as i64);
     Ok(())
+}
+
+/// The tags as QUERY results carry them (QUERY ... TAGS, or `table:<schema>.<table>`).
+fn query_tags(args: &[Bytes]) -> Vec<String> {
+    args[1..]
+        .iter()
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect()
 }
 
 /// Runs one upstream pipeline; `None` (after writing the error) when L2 is unavailable.
@@ -153,8 +164,12 @@ pub async fn taginval_l2(
             }
         }
     }
+    // QUERY results carrying the tags, here, in L2 and on every other instance.
+    let tags = query_tags(args);
+    let results = app.queries.invalidate(&tags, 0);
+    super::query::announce(app, &tags, 0, false).await;
     if keys.is_empty() {
-        out.int(0);
+        out.int(results as i64);
         return;
     }
     let mut del = redis::pipe();
@@ -168,5 +183,5 @@ pub async fn taginval_l2(
     for k in &keys {
         l2.invalidate(session.db, k);
     }
-    out.int(v.iter().filter(|v| matches!(v, Value::Int(1))).count() as i64);
+    out.int((v.iter().filter(|v| matches!(v, Value::Int(1))).count() + results) as i64);
 }

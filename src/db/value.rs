@@ -25,7 +25,7 @@ use tokio_postgres::types::{Field, FromSql, Kind, Type};
 use tokio_postgres::{Column, Row};
 
 /// One value of a result row, in the shape the reply needs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PgValue {
     /// SQL NULL.
     Null,
