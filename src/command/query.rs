@@ -40,8 +40,8 @@ pub fn not_in_transaction(_: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 /// The options of one QUERY.
 #[derive(Debug, Default)]
-struct Options {
-    args: Vec<Bytes>,
+struct Options<'a> {
+    args: &'a [Bytes],
     ttl: Option<u64>,
     tags: Vec<String>,
     strong: bool,
@@ -65,16 +65,29 @@ fn parse_count(arg: Option<&Bytes>, left: usize) -> Result<usize, String> {
     Ok(n as usize)
 }
 
-fn parse(args: &[Bytes]) -> Result<Options, String> {
+/// `word` upper-cased in `buf`; empty when absent or longer than any option word.
+fn upper<'b>(buf: &'b mut [u8; 12], word: Option<&Bytes>) -> &'b [u8] {
+    match word {
+        Some(w) if w.len() <= buf.len() => {
+            let b = &mut buf[..w.len()];
+            b.copy_from_slice(w);
+            b.make_ascii_uppercase();
+            b
+        }
+        _ => b"",
+    }
+}
+
+fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
     let mut o = Options::default();
     let mut i = 2;
-    let word = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
+    // Option words compared in place, upper-cased into small buffers (no allocation).
+    let (mut name, mut value) = ([0u8; 12], [0u8; 12]);
     while i < args.len() {
-        let opt = args[i].to_ascii_uppercase();
-        match &opt[..] {
+        match upper(&mut name, args.get(i)) {
             b"ARGS" => {
                 let n = parse_count(args.get(i + 1), args.len().saturating_sub(i + 2))?;
-                o.args = args[i + 2..i + 2 + n].to_vec();
+                o.args = &args[i + 2..i + 2 + n];
                 i += 2 + n;
             }
             b"TAGS" => {
@@ -106,25 +119,25 @@ fn parse(args: &[Bytes]) -> Result<Options, String> {
                 i += 2;
             }
             b"CONSISTENCY" => {
-                o.strong = match word(i + 1).as_deref() {
-                    Some(b"STRONG") => true,
-                    Some(b"EVENTUAL") => false,
+                o.strong = match upper(&mut value, args.get(i + 1)) {
+                    b"STRONG" => true,
+                    b"EVENTUAL" => false,
                     _ => return Err(syntax()),
                 };
                 i += 2;
             }
             b"PRIORITY" => {
-                o.critical = match word(i + 1).as_deref() {
-                    Some(b"CRITICAL") => true,
-                    Some(b"NORMAL") => false,
+                o.critical = match upper(&mut value, args.get(i + 1)) {
+                    b"CRITICAL" => true,
+                    b"NORMAL" => false,
                     _ => return Err(syntax()),
                 };
                 i += 2;
             }
             b"FORMAT" => {
-                o.json = match word(i + 1).as_deref() {
-                    Some(b"JSON") => true,
-                    Some(b"RESP") => false,
+                o.json = match upper(&mut value, args.get(i + 1)) {
+                    b"JSON" => true,
+                    b"RESP" => false,
                     _ => return Err(syntax()),
                 };
                 i += 2;
@@ -217,7 +230,7 @@ async fn read(
     session: &mut Session,
     out: &mut Reply,
     shape: &Arc<Shape>,
-    opts: &Options,
+    opts: &Options<'_>,
     priority: Priority,
     format: Format,
 ) -> Result<(), DbError> {
@@ -226,21 +239,20 @@ async fn read(
     if session.db_write_lsn != 0 && db.replicas_past(session.db_write_lsn) {
         session.db_write_lsn = 0;
     }
+    let cacheable = !opts.nocache && !opts.strong;
     let read = ReadOpts {
         max_lag: opts.max_lag.map_or(db.max_lag, Duration::from_millis),
         min_lsn: session.db_write_lsn,
         strong: opts.strong,
         priority,
+        cacheable,
     };
-    let cacheable = !opts.nocache && !opts.strong;
-    let mut parts: Vec<&[u8]> = vec![
-        b"query",
-        session.user.as_bytes(),
-        shape.classified.normalized.as_bytes(),
-    ];
-    parts.extend(opts.args.iter().map(|a| &a[..]));
-    let key = cache.key(parts);
-    let now = super::unix_ms();
+    let key = cache.key(
+        [&shape.fingerprint[..], session.user.as_bytes()]
+            .into_iter()
+            .chain(opts.args.iter().map(|a| &a[..])),
+    );
+    let now = super::session_now(session);
     if cacheable {
         if let Some(hit) = cache.get(key, now) {
             out.raw(hit.reply(format));
@@ -286,7 +298,7 @@ async fn read(
         let pending = cache
             .pending_lsn(&tags)
             .max(versions.as_ref().map_or(0, |v| v.lsn));
-        let (result, source, proof) = rc.run(&opts.args).await?;
+        let (result, source, proof) = rc.run(opts.args).await?;
         let result = Arc::new(result);
         if storable && proof >= pending {
             cache.store(
@@ -326,11 +338,11 @@ async fn write(
     session: &mut Session,
     out: &mut Reply,
     shape: &Shape,
-    opts: &Options,
+    opts: &Options<'_>,
     priority: Priority,
     format: Format,
 ) {
-    let written = match db.write(shape, &opts.args, priority).await {
+    let written = match db.write(shape, opts.args, priority).await {
         Ok(w) => w,
         Err(e) => return out.error(&e.to_string()),
     };

@@ -141,6 +141,8 @@ pub struct Shape {
     pub classified: Classified,
     /// A replica refused it as a write (SQLSTATE 25006): it runs on the primary from now on.
     pub runs_as_write: AtomicBool,
+    /// A 128-bit hash of the normalized SQL: what cache keys are built from.
+    pub fingerprint: [u8; 16],
 }
 
 impl Shape {
@@ -218,6 +220,8 @@ pub struct ReadOpts {
     pub min_lsn: u64,
     pub strong: bool,
     pub priority: Priority,
+    /// The result may be cached: resolve the tags it depends on (skipped otherwise).
+    pub cacheable: bool,
 }
 
 /// Where a result came from.
@@ -247,7 +251,8 @@ pub struct Database {
     balancer: Balancer,
     pub catalog: Catalog,
     search_path: OnceCell<SearchPath>,
-    shapes: Mutex<LruCache<Bytes, Arc<Shape>>>,
+    /// Read on every QUERY (a read lock and a `peek`: hits never contend).
+    shapes: parking_lot::RwLock<LruCache<Bytes, Arc<Shape>, foldhash::fast::RandomState>>,
     pub max_result_bytes: u64,
     pub max_lag: Duration,
     pub query_ttl: Duration,
@@ -348,8 +353,9 @@ impl Database {
             balancer: Balancer::new(),
             catalog: Catalog::new(10_000),
             search_path: OnceCell::new(),
-            shapes: Mutex::new(LruCache::new(
+            shapes: parking_lot::RwLock::new(LruCache::with_hasher(
                 NonZeroUsize::new(SHAPES).unwrap_or(NonZeroUsize::MIN),
+                foldhash::fast::RandomState::default(),
             )),
             max_result_bytes: cfg.max_result_bytes.0,
             max_lag: Duration::from_millis(cfg.max_replica_lag_ms),
@@ -392,7 +398,7 @@ impl Database {
 
     /// The statement's shape: classified once per distinct text (DDL forgets them all).
     pub fn shape(&self, sql: &Bytes, admin: bool) -> Result<Arc<Shape>, DbError> {
-        if let Some(s) = self.shapes.lock().get(sql) {
+        if let Some(s) = self.shapes.read().peek(sql) {
             if admin || s.classified.kind != Kind::Ddl {
                 return Ok(s.clone());
             }
@@ -400,19 +406,28 @@ impl Database {
         let text = std::str::from_utf8(sql)
             .map_err(|_| DbError::Refused("ERR QUERY SQL must be valid UTF-8".into()))?;
         let classified = classify(text, admin)?;
+        let fingerprint = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut a = foldhash::quality::FixedState::with_seed(1).build_hasher();
+            let mut b = foldhash::quality::FixedState::with_seed(2).build_hasher();
+            a.write(classified.normalized.as_bytes());
+            b.write(classified.normalized.as_bytes());
+            ((u128::from(a.finish()) << 64) | u128::from(b.finish())).to_le_bytes()
+        };
         let shape = Arc::new(Shape {
             sql: text.to_string(),
+            fingerprint,
             classified,
             runs_as_write: AtomicBool::new(false),
         });
-        self.shapes.lock().put(sql.clone(), shape.clone());
+        self.shapes.write().put(sql.clone(), shape.clone());
         Ok(shape)
     }
 
     /// Forgets everything learnt about the schema (after DDL).
     pub fn schema_changed(&self) {
         self.catalog.invalidate();
-        self.shapes.lock().clear();
+        self.shapes.write().clear();
     }
 
     /// Where a read runs (Properties 10 and 12): an eligible replica chosen by the balancer,
@@ -488,7 +503,11 @@ impl Database {
             Target::Primary => u64::MAX,
             Target::Replica(_) => at.lag.sample().map_or(0, |s| s.replay_lsn),
         };
-        let (tags, volatile) = self.read_tags(&shape.classified, &conn, &at.name).await?;
+        let (tags, volatile) = if opts.cacheable {
+            self.read_tags(&shape.classified, &conn, &at.name).await?
+        } else {
+            (Vec::new(), true)
+        };
         Ok(ReadConn {
             db: self,
             shape,
