@@ -844,3 +844,50 @@ fn tiered_results_are_not_cached_while_l2_is_down() {
     );
     drop(up);
 }
+
+/// A write through QUERY also invalidates the tables it changes indirectly: ON DELETE CASCADE
+/// children and tables its triggers write.
+#[test]
+fn writes_invalidate_cascades_and_trigger_targets() {
+    let s = strata("");
+    let c = PgCluster::shared();
+    let t = table("casc");
+    c.exec(
+        "p0",
+        &format!(
+            "CREATE TABLE {t}_parent (id int primary key);
+             CREATE TABLE {t}_child (id int primary key, parent int REFERENCES {t}_parent ON DELETE CASCADE);
+             CREATE TABLE {t}_audit (n int);
+             INSERT INTO {t}_audit VALUES (0);
+             CREATE FUNCTION {t}_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN UPDATE {t}_audit SET n = n + 1; RETURN NULL; END $$;
+             CREATE TRIGGER {t}_trg AFTER INSERT ON {t}_parent FOR EACH STATEMENT EXECUTE FUNCTION {t}_bump();
+             INSERT INTO {t}_parent VALUES (1), (2);
+             INSERT INTO {t}_child VALUES (10, 1), (20, 2);"
+        ),
+    );
+    replicated();
+    let mut r = s.conn();
+    let children = format!("SELECT count(*)::int FROM {t}_child");
+    let audit = format!("SELECT n FROM {t}_audit");
+    assert!(wait_until(Duration::from_secs(2), || json(
+        &mut r,
+        &children,
+        &[]
+    )["source"]
+        == "l1"));
+    assert!(wait_until(Duration::from_secs(2), || json(
+        &mut r,
+        &audit,
+        &[]
+    )["source"]
+        == "l1"));
+    assert_eq!(json(&mut r, &children, &[])["rows"][0][0], 2);
+    assert_eq!(json(&mut r, &audit, &[])["rows"][0][0], 1);
+    // Deleting a parent deletes its child: the cached count of children is gone.
+    query(&mut r, &format!("DELETE FROM {t}_parent WHERE id = 1"), &[]).unwrap();
+    assert_eq!(json(&mut r, &children, &[])["rows"][0][0], 1);
+    // Inserting a parent fires the trigger that updates the audit table.
+    query(&mut r, &format!("INSERT INTO {t}_parent VALUES (3)"), &[]).unwrap();
+    assert_eq!(json(&mut r, &audit, &[])["rows"][0][0], 2);
+}

@@ -167,3 +167,72 @@ def redis_server():
     p = RedisServerProcess(binary)
     yield p
     p.stop()
+
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+class PostgresCluster:
+    """A real PostgreSQL 15 primary and one streaming replica (pg_basebackup -R) in a temp dir,
+    on free loopback ports, trust authentication. PostgreSQL refuses to run as root, so when we
+    are root every PostgreSQL program runs as the `postgres` user."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="strata-pg-")
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self.ports = {"primary": free_port(), "replica": free_port()}
+        self.data = {n: os.path.join(self.dir, n) for n in self.ports}
+        self._run("initdb", "-D", self.data["primary"], "-U", "postgres", "--auth=trust")
+        self._start("primary")
+        self._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.ports["primary"]), "-U",
+            "postgres", "-D", self.data["replica"], "-R", "-X", "stream",
+        )
+        self._start("replica")
+
+    def _run(self, program, *args):
+        subprocess.run(
+            [*self.as_pg, os.path.join(PG_BIN, program), *args],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def _start(self, name):
+        opts = (
+            f"-p {self.ports[name]} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=200 -c fsync=off -c wal_level=replica"
+        )
+        self._run(
+            "pg_ctl", "-D", self.data[name], "-l", os.path.join(self.dir, f"{name}.log"),
+            "-w", "-o", opts, "start",
+        )
+
+    def url(self, name):
+        return f"postgres://postgres@127.0.0.1:{self.ports[name]}/postgres"
+
+    def psql(self, name, sql):
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.ports[name]), "-U", "postgres", "-d",
+             "postgres", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            check=True, capture_output=True, text=True,
+        )
+        return out.stdout.strip()
+
+    def stop(self):
+        for name in ("replica", "primary"):
+            subprocess.run(
+                [*self.as_pg, os.path.join(PG_BIN, "pg_ctl"), "-D", self.data[name], "-m",
+                 "immediate", "stop"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if not os.path.exists(os.path.join(PG_BIN, "initdb")):
+        pytest.skip("PostgreSQL 15 is not installed (scripts/test installs it)")
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
