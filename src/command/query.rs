@@ -194,10 +194,32 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
         Ok(o) => o,
         Err(e) => return out.error(&e),
     };
-    let shape = match db.shape(&args[1], true) {
-        Ok(s) => s,
-        Err(e) => return out.error(&e.to_string()),
+    // The connection's own recent shapes first: no shared lock, no shared counter touched.
+    let (sql, shape) = match session.query_shapes.iter().position(|(s, _)| *s == args[1]) {
+        Some(i) => session.query_shapes.swap_remove(i),
+        None => match db.shape(&args[1], true) {
+            Ok(s) => (args[1].clone(), s),
+            Err(e) => return out.error(&e.to_string()),
+        },
     };
+    run_shape(app, db, session, out, &shape, &opts).await;
+    if session.query_shapes.len() >= SESSION_SHAPES {
+        session.query_shapes.remove(0);
+    }
+    session.query_shapes.push((sql, shape));
+}
+
+/// Statement shapes each connection keeps for itself.
+const SESSION_SHAPES: usize = 16;
+
+async fn run_shape(
+    app: &App,
+    db: &Database,
+    session: &mut Session,
+    out: &mut Reply,
+    shape: &Arc<Shape>,
+    opts: &Options<'_>,
+) {
     let priority = if opts.critical {
         Priority::Critical
     } else {
@@ -211,12 +233,10 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
         Format::Resp2
     };
     if shape.kind() != crate::db::classify::Kind::Read {
-        return write(app, db, session, out, &shape, &opts, priority, format).await;
+        return write(app, db, session, out, shape, opts, priority, format).await;
     }
-    match read(app, db, session, out, &shape, &opts, priority, format).await {
-        Err(DbError::IsWrite) => {
-            write(app, db, session, out, &shape, &opts, priority, format).await
-        }
+    match read(app, db, session, out, shape, opts, priority, format).await {
+        Err(DbError::IsWrite) => write(app, db, session, out, shape, opts, priority, format).await,
         Err(e) => out.error(&e.to_string()),
         Ok(()) => {}
     }

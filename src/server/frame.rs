@@ -36,11 +36,9 @@ enum Walk {
     Empty(usize),
 }
 
+/// A length line, as Redis's string2ll reads it (no `+`, no leading zeros).
 fn parse_int(line: &[u8]) -> Option<i64> {
-    if line.is_empty() || line.len() > 20 {
-        return None;
-    }
-    std::str::from_utf8(line).ok()?.parse().ok()
+    crate::command::args::parse_i64(line)
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {

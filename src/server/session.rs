@@ -101,6 +101,8 @@ pub struct Session {
     pub upstream_pubsub: Option<crate::cache::l2::Dedicated>,
     /// The WAL position of this connection's last QUERY write (read your writes; 0: none).
     pub db_write_lsn: u64,
+    /// The shapes of the statements this connection ran last (SQL text → shape).
+    pub query_shapes: Vec<(Bytes, Arc<crate::db::database::Shape>)>,
 }
 
 impl Session {
@@ -124,6 +126,7 @@ impl Session {
             upstream_key: None,
             upstream_pubsub: None,
             db_write_lsn: 0,
+            query_shapes: Vec::new(),
         }
     }
 
