@@ -344,6 +344,7 @@ fn writes_invalidate_tables_views_and_partitions() {
 // Feature: db-cache-optimization, Property 9: Write Routing to Primary
 // Feature: db-cache-optimization, Property 10: Read Routing to Replicas
 // Feature: db-cache-optimization, Property 24: Replica Capacity
+// Feature: db-cache-optimization, Property 21: Write Replication
 #[test]
 fn reads_spread_over_three_replicas_and_writes_go_to_the_primary() {
     let s = strata("");
@@ -390,7 +391,7 @@ fn reads_spread_over_three_replicas_and_writes_go_to_the_primary() {
     let second = json(&mut r, &format!("SELECT {f}()"), &[]);
     assert_eq!(second["source"], "primary");
     assert_ne!(first["rows"], second["rows"], "a write is never cached");
-    // Property 21: a committed write reaches every replica.
+    // A committed write reaches every replica (Property 21).
     let rows = c
         .scalar("p0", &format!("SELECT count(*) FROM {t}"))
         .unwrap();

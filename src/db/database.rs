@@ -15,7 +15,8 @@ use super::catalog::{Catalog, CatalogError, SearchPath};
 use super::classify::{classify, Classified, ClassifyError, Kind};
 use super::pool::{PoolError, PoolSettings, Priority, Role, ServerPools};
 use super::router::{
-    eligible, lsn_text, parse_lsn, LagSample, PrimaryHistory, ReadNeeds, ReplicaState, Target,
+    choose, lsn_text, parse_lsn, LagSample, PrimaryHistory, ReadNeeds, ReplicaState, ReplicaView,
+    Target,
 };
 use super::value::{column_names, PgValue, ValueError};
 use crate::cache::query::QueryResult;
@@ -441,16 +442,16 @@ impl Database {
             min_lsn: opts.min_lsn,
             now: Instant::now(),
         };
-        let candidates: Vec<Candidate> = self
+        let replicas: Vec<ReplicaView> = self
             .replicas
             .iter()
-            .filter(|r| eligible(r.lag.sample(), r.lag.is_down(), r.weight, &needs))
-            .map(Instance::candidate)
+            .map(|r| ReplicaView {
+                sample: r.lag.sample(),
+                down: r.lag.is_down(),
+                candidate: r.candidate(),
+            })
             .collect();
-        match self.balancer.pick(&candidates) {
-            Some(i) => Target::Replica(candidates[i].id),
-            None => Target::Primary,
-        }
+        choose(&replicas, &needs, &self.balancer)
     }
 
     /// Whether every replica has replayed past `lsn` (read-your-writes can end).

@@ -153,6 +153,33 @@ pub enum Target {
     Replica(usize),
 }
 
+/// What the router knows of one replica when a read arrives.
+#[derive(Debug, Clone)]
+pub struct ReplicaView {
+    pub sample: Option<LagSample>,
+    pub down: bool,
+    /// Its balancer view (`id` is its index; `weight` the configured weight).
+    pub candidate: super::balancer::Candidate,
+}
+
+/// Where a read goes (Properties 10 and 12): the balancer's pick among the eligible replicas,
+/// or the primary when none is eligible.
+pub fn choose(
+    replicas: &[ReplicaView],
+    needs: &ReadNeeds,
+    balancer: &super::balancer::Balancer,
+) -> Target {
+    let candidates: Vec<super::balancer::Candidate> = replicas
+        .iter()
+        .filter(|r| eligible(r.sample, r.down, r.candidate.weight, needs))
+        .map(|r| r.candidate)
+        .collect();
+    match balancer.pick(&candidates) {
+        Some(i) => Target::Replica(candidates[i].id),
+        None => Target::Primary,
+    }
+}
+
 /// Parses PostgreSQL's `X/Y` LSN text.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.split_once('/')?;
@@ -238,6 +265,46 @@ mod tests {
                     || down || weight == 0);
             }
             prop_assert!(!eligible(None, false, 1, &needs(max_lag_ms, 0, now)));
+        }
+
+        // Feature: db-cache-optimization, Property 10: Read Routing to Replicas
+        // Feature: db-cache-optimization, Property 12: Replica Lag Fallback
+        #[test]
+        fn reads_go_to_an_eligible_replica_whenever_one_exists(
+            replicas in proptest::collection::vec(
+                (0u64..3000, 0u64..3000, 0u64..100, any::<bool>(), 0u32..4, any::<bool>()),
+                0..6,
+            ),
+            max_lag_ms in 0u64..3000,
+            min_lsn in 0u64..100,
+            reads in 1usize..40,
+        ) {
+            let now = Instant::now() + Duration::from_secs(10);
+            let views: Vec<ReplicaView> = replicas
+                .iter()
+                .enumerate()
+                .map(|(i, &(lag, age, replay, down, weight, sampled))| ReplicaView {
+                    sample: sampled.then(|| LagSample {
+                        at: now - Duration::from_millis(age),
+                        replay_lsn: replay,
+                        lag: Duration::from_millis(lag),
+                    }),
+                    down,
+                    candidate: super::super::balancer::Candidate::new(i, weight),
+                })
+                .collect();
+            let n = needs(max_lag_ms, min_lsn, now);
+            let ok: Vec<bool> = views
+                .iter()
+                .map(|v| eligible(v.sample, v.down, v.candidate.weight, &n))
+                .collect();
+            let balancer = super::super::balancer::Balancer::new();
+            for _ in 0..reads {
+                match choose(&views, &n, &balancer) {
+                    Target::Replica(i) => prop_assert!(ok[i], "read sent to ineligible replica {i}"),
+                    Target::Primary => prop_assert!(!ok.iter().any(|&e| e), "an eligible replica was skipped"),
+                }
+            }
         }
 
         /// The lag estimate never understates the true lag (the primary first wrote past the
