@@ -247,6 +247,8 @@ pub struct DatabaseConfig {
     pub connect_timeout_ms: u64,
     /// PostgreSQL's statement_timeout for QUERY statements, in milliseconds (0 = none).
     pub statement_timeout_ms: u64,
+    /// How often each instance's `metrics_url` is scraped, in milliseconds.
+    pub metrics_interval_ms: u64,
     pub primary: InstanceConfig,
     pub replicas: Vec<InstanceConfig>,
 }
@@ -272,6 +274,7 @@ impl Default for DatabaseConfig {
             acquire_timeout_ms: 5000,
             connect_timeout_ms: 5000,
             statement_timeout_ms: 30_000,
+            metrics_interval_ms: 5000,
             primary: InstanceConfig {
                 name: "primary".into(),
                 ..InstanceConfig::default()
@@ -635,10 +638,14 @@ impl Config {
         if d.pool_reserved >= d.pool_max {
             return bad("database.pool_reserved", "must be below pool_max");
         }
-        if d.lag_probe_ms == 0 || d.acquire_timeout_ms == 0 || d.connect_timeout_ms == 0 {
+        if d.lag_probe_ms == 0
+            || d.acquire_timeout_ms == 0
+            || d.connect_timeout_ms == 0
+            || d.metrics_interval_ms < 100
+        {
             return bad(
                 "database.lag_probe_ms",
-                "lag_probe_ms, acquire_timeout_ms and connect_timeout_ms must be at least 1",
+                "lag_probe_ms, acquire_timeout_ms and connect_timeout_ms must be at least 1, metrics_interval_ms at least 100",
             );
         }
         if d.query_ttl_s == 0 {

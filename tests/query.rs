@@ -21,8 +21,18 @@ fn strata(extra: &str) -> Strata {
 /// `strata` with other sections (`[l2]` ...) before `[database]`.
 fn strata_with(extra: &str, sections: &str) -> Strata {
     let c = PgCluster::shared();
+    // Defaults for the tests, unless `extra` sets them.
+    let defaults: String = [
+        ("lag_probe_ms", "50"),
+        ("pool_min", "2"),
+        ("pool_max", "20"),
+    ]
+    .iter()
+    .filter(|(k, _)| !extra.contains(&format!("{k} =")))
+    .map(|(k, v)| format!("{k} = {v}\n"))
+    .collect();
     let mut cfg = format!(
-        "{sections}\n[database]\nlag_probe_ms = 50\npool_min = 2\npool_max = 20\n{extra}\n\
+        "{sections}\n[database]\n{defaults}{extra}\n\
          [database.primary]\nname = \"{}\"\nurl = \"{}\"\n",
         c.primary().name,
         c.primary().url()
@@ -891,4 +901,44 @@ fn writes_invalidate_cascades_and_trigger_targets() {
     // Inserting a parent fires the trigger that updates the audit table.
     query(&mut r, &format!("INSERT INTO {t}_parent VALUES (3)"), &[]).unwrap();
     assert_eq!(json(&mut r, &audit, &[])["rows"][0][0], 2);
+}
+
+// Feature: db-cache-optimization, Property 11: Critical Operation Priority
+// Feature: db-cache-optimization, Property 16: Pool Exhaustion
+#[test]
+fn critical_queries_get_a_connection_when_normal_traffic_has_exhausted_the_pool() {
+    let s = strata("pool_min = 1\npool_max = 4\npool_reserved = 1\nacquire_timeout_ms = 300");
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut c = s.conn();
+        holders.push(std::thread::spawn(move || {
+            query(&mut c, "SELECT pg_sleep(2)", &["CONSISTENCY", "STRONG"]).unwrap();
+        }));
+    }
+    let mut r = s.conn();
+    // The three normal connections the primary allows are taken.
+    assert!(wait_until(Duration::from_secs(3), || status(&mut r)[0]
+        ["pool_in_use"]
+        == "3"));
+    let t0 = Instant::now();
+    let e = err(query(&mut r, "SELECT 1", &["CONSISTENCY", "STRONG"]));
+    assert!(e.contains("database pool exhausted"), "{e}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "waited acquire_timeout_ms"
+    );
+    let j = json(
+        &mut r,
+        "SELECT 1 AS one",
+        &["CONSISTENCY", "STRONG", "PRIORITY", "CRITICAL"],
+    );
+    assert_eq!(j["rows"][0][0], 1);
+    for h in holders {
+        h.join().unwrap();
+    }
+    // Nothing leaked: normal queries get connections again.
+    assert_eq!(
+        json(&mut r, "SELECT 2 AS two", &["CONSISTENCY", "STRONG"])["rows"][0][0],
+        2
+    );
 }

@@ -278,3 +278,97 @@ fn database_series_on_metrics_move_with_traffic() {
         "{info}"
     );
 }
+
+/// DB.STATUS as one map per instance.
+fn status(c: &mut redis::Connection) -> Vec<HashMap<String, String>> {
+    let v: Value = redis::cmd("DB.STATUS").query(c).unwrap();
+    let Value::Array(items) = v else {
+        panic!("{v:?}")
+    };
+    items
+        .into_iter()
+        .map(|i| {
+            let Value::Array(f) = i else { panic!() };
+            let f: Vec<String> = f
+                .into_iter()
+                .map(|x| redis::from_redis_value(x).unwrap())
+                .collect();
+            f.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect()
+        })
+        .collect()
+}
+
+// Feature: db-cache-optimization, Property 36: Traffic Reduction on High CPU
+#[test]
+fn a_replica_at_high_cpu_gets_a_smaller_share() {
+    let _serial = serial();
+    let c = PgCluster::shared();
+    let metrics = Arc::new(support::pg::MetricsServer::start());
+    let busy = Arc::new(std::sync::Mutex::new(0.05f64));
+    let stop = Arc::new(AtomicBool::new(false));
+    // node_exporter's CPU counters, advancing as a machine at `busy` would.
+    let ticker = {
+        let (busy, stop, m) = (busy.clone(), stop.clone(), metrics.clone());
+        std::thread::spawn(move || {
+            let (mut idle, mut user) = (1000.0, 100.0);
+            while !stop.load(Ordering::SeqCst) {
+                let b = *busy.lock().unwrap();
+                user += b * 0.05;
+                idle += (1.0 - b) * 0.05;
+                m.set(r#"node_cpu_seconds_total{cpu="0",mode="idle"}"#, idle);
+                m.set(r#"node_cpu_seconds_total{cpu="0",mode="user"}"#, user);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut cfg = format!(
+        "[database]\nlag_probe_ms = 50\npool_min = 2\nmetrics_interval_ms = 200\n\
+         [database.primary]\nname = \"{}\"\nurl = \"{}\"\n",
+        c.primary().name,
+        c.primary().url()
+    );
+    for r in c.replicas() {
+        let extra = if r.name == "r2" {
+            format!("metrics_url = \"{}\"\n", metrics.url())
+        } else {
+            String::new()
+        };
+        cfg.push_str(&format!(
+            "[[database.replicas]]\nname = \"{}\"\nurl = \"{}\"\n{extra}",
+            r.name,
+            r.url()
+        ));
+    }
+    let s = Strata::with_config(&cfg);
+    let mut r = s.conn();
+    assert!(wait_until(Duration::from_secs(15), || replicas_up(
+        &mut r, 3
+    )));
+    let cpu = |r: &mut redis::Connection| -> f64 {
+        status(r)
+            .into_iter()
+            .find(|i| i["name"] == "r2")
+            .and_then(|i| i["cpu"].parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(wait_until(Duration::from_secs(5), || (0.0..20.0)
+        .contains(&cpu(&mut r))));
+    let share = |r: &mut redis::Connection| {
+        let seen = sources(r, 300, &[]);
+        *seen.get("replica:r2").unwrap_or(&0) as f64 / 300.0
+    };
+    let before = share(&mut r);
+    *busy.lock().unwrap() = 0.95;
+    assert!(
+        wait_until(Duration::from_secs(5), || cpu(&mut r) >= 80.0),
+        "DB.STATUS shows r2's CPU: {:?}",
+        status(&mut r)
+    );
+    let after = share(&mut r);
+    assert!(
+        after < before * 0.75,
+        "r2's share at 95 % CPU ({after:.2}) is well below its share at 5 % ({before:.2})"
+    );
+    stop.store(true, Ordering::SeqCst);
+    ticker.join().unwrap();
+}

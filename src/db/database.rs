@@ -258,6 +258,7 @@ pub struct Database {
     pub max_lag: Duration,
     pub query_ttl: Duration,
     lag_probe: Duration,
+    metrics_interval: Duration,
     /// The newest write position through this instance (read-your-writes ends once every
     /// replica has replayed past a connection's write).
     pub last_write_lsn: AtomicU64,
@@ -362,6 +363,7 @@ impl Database {
             max_lag: Duration::from_millis(cfg.max_replica_lag_ms),
             query_ttl: Duration::from_secs(cfg.query_ttl_s),
             lag_probe: Duration::from_millis(cfg.lag_probe_ms),
+            metrics_interval: Duration::from_millis(cfg.metrics_interval_ms),
             last_write_lsn: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             admin: pg_config(cfg, &cfg.primary, true),
@@ -930,11 +932,11 @@ async fn probe_replica(db: Arc<Database>, i: usize, mut shutdown: watch::Receive
     }
 }
 
-/// Every 5 s, the instance's CPU from its node_exporter metrics.
+/// Every `metrics_interval_ms`, the instance's CPU from its node_exporter metrics.
 async fn scrape_cpu(db: Arc<Database>, index: usize, mut shutdown: watch::Receiver<bool>) {
     let inst = db.instances().nth(index).expect("instance index");
     let mut tracker = super::nodemetrics::CpuTracker::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(db.metrics_interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
