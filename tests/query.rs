@@ -942,3 +942,41 @@ fn critical_queries_get_a_connection_when_normal_traffic_has_exhausted_the_pool(
         2
     );
 }
+
+/// The way an operator tries it: redis-cli, with its own argument quoting.
+#[test]
+fn redis_cli_runs_query_and_db_status() {
+    let s = strata("");
+    let c = PgCluster::shared();
+    let t = table("cli");
+    c.exec(
+        "p0",
+        &format!("CREATE TABLE {t} (id int, name text); INSERT INTO {t} VALUES (7, 'x y')"),
+    );
+    replicated();
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &s.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = cli(&[
+        "QUERY",
+        &format!("SELECT id, name FROM {t} WHERE id = $1"),
+        "ARGS",
+        "1",
+        "7",
+    ]);
+    assert_eq!(out, "id\nname\n7\nx y\n", "{out}");
+    let out = cli(&["QUERY", &format!("UPDATE {t} SET name = 'z' WHERE id = 7")]);
+    assert_eq!(out.trim(), "1");
+    let out = cli(&["DB.STATUS"]);
+    assert!(
+        out.contains("role") && out.contains("replica") && out.contains("pool_size"),
+        "{out}"
+    );
+    let out = cli(&["QUERY", "SELECT * FROM nope_nope"]);
+    assert!(out.contains("42P01"), "{out}");
+}
