@@ -980,3 +980,42 @@ fn redis_cli_runs_query_and_db_status() {
     let out = cli(&["QUERY", "SELECT * FROM nope_nope"]);
     assert!(out.contains("42P01"), "{out}");
 }
+
+/// A write whose connection breaks while it runs may have committed: the client is told so,
+/// and nothing cached survives it.
+#[test]
+fn a_write_cut_off_mid_statement_flushes_the_cache() {
+    let s = strata("");
+    let c = PgCluster::shared();
+    let t = table("cut");
+    c.exec(
+        "p0",
+        &format!("CREATE TABLE {t} (n int); INSERT INTO {t} VALUES (1)"),
+    );
+    replicated();
+    let mut r = s.conn();
+    let read = format!("SELECT n FROM {t}");
+    assert!(wait_until(Duration::from_secs(2), || json(
+        &mut r,
+        &read,
+        &[]
+    )["source"]
+        == "l1"));
+    let mut w = s.conn();
+    let slow = format!("UPDATE {t} SET n = n + 1 FROM (SELECT pg_sleep(3)) AS s");
+    let writer = std::thread::spawn(move || err(query(&mut w, &slow, &[])));
+    let marker = format!("UPDATE {t} SET n = n + 1 FROM");
+    assert!(wait_until(Duration::from_secs(3), || c
+        .scalar(
+            "p0",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE query LIKE '{marker}%' AND pid <> pg_backend_pid()"
+            )
+        )
+        .as_deref()
+        == Some("1")));
+    let e = writer.join().unwrap();
+    assert!(e.contains("may have been applied"), "{e}");
+    assert_ne!(json(&mut r, &read, &[])["source"], "l1", "flushed");
+}

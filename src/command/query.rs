@@ -364,7 +364,15 @@ async fn write(
 ) {
     let written = match db.write(shape, opts.args, priority).await {
         Ok(w) => w,
-        Err(e) => return out.error(&e.to_string()),
+        Err(e) => {
+            if matches!(e, DbError::Interrupted(_)) {
+                // Its outcome is unknown, and so are its tags' fates: drop everything cached.
+                let lsn = db.primary_lsn().await;
+                app.queries.flush(lsn);
+                announce(app, &[], lsn, true).await;
+            }
+            return out.error(&e.to_string());
+        }
     };
     let mut tags = written.tags.clone();
     tags.extend(opts.tags.iter().cloned());

@@ -44,6 +44,9 @@ pub enum DbError {
     Sql { code: String, message: String },
     /// No instance could answer.
     Unavailable(String),
+    /// The connection broke while a write ran: it may or may not have committed. Holds the
+    /// full error text of what broke it.
+    Interrupted(String),
     /// A refusal with its full text (classification, pool exhaustion, size).
     Refused(String),
     /// A replica refused the read as a write (SQLSTATE 25006): run it as a write instead (its
@@ -56,6 +59,9 @@ impl fmt::Display for DbError {
         match self {
             DbError::Sql { code, message } => write!(f, "SQLERR {code} {message}"),
             DbError::Unavailable(why) => write!(f, "UNAVAILABLE {why}"),
+            DbError::Interrupted(why) => {
+                write!(f, "UNAVAILABLE {why} (the write may have been applied)")
+            }
             DbError::Refused(text) => f.write_str(text),
             DbError::IsWrite => f.write_str("ERR statement writes"),
         }
@@ -610,13 +616,26 @@ impl Database {
                 if ddl {
                     self.schema_changed();
                 }
+                // The connection broke while the statement ran (lost, or ended by the server
+                // with a FATAL error: classes 08 and 57): it may have committed.
+                let broke = match &e {
+                    DbError::Unavailable(_) => true,
+                    DbError::Sql { code, .. } => code.starts_with("08") || code.starts_with("57P"),
+                    _ => false,
+                };
+                if broke {
+                    return Err(DbError::Interrupted(e.to_string()));
+                }
                 return Err(e);
             }
         };
         if ddl {
             self.schema_changed();
         }
-        let lsn = current_lsn(conn.client()).await.unwrap_or(u64::MAX);
+        let lsn = match current_lsn(conn.client()).await {
+            Some(lsn) => lsn,
+            None => self.primary_lsn().await,
+        };
         self.last_write_lsn.fetch_max(lsn, Ordering::Relaxed);
         Ok(Written {
             rows,
