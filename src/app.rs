@@ -53,11 +53,39 @@ pub struct App {
     shutdown: watch::Sender<bool>,
 }
 
+/// Every pool's wait histogram, for /metrics.
+fn pool_waits(db: &Database) -> Vec<crate::observe::metrics::HistogramSample> {
+    use crate::db::pool::WAIT_BUCKETS;
+    let mut out = Vec::new();
+    for inst in db.instances() {
+        for role in [Role::Read, Role::Write] {
+            if !inst.pools.has_pool(role) {
+                continue;
+            }
+            let w = inst.pools.stats(role).wait;
+            let bounds = WAIT_BUCKETS
+                .iter()
+                .map(|d| d.as_secs_f64())
+                .chain(std::iter::once(f64::INFINITY));
+            out.push(crate::observe::metrics::HistogramSample {
+                labels: PoolLabel {
+                    instance: inst.name.clone(),
+                    pool: role.as_str().into(),
+                },
+                sum: w.sum.as_secs_f64(),
+                count: w.count,
+                buckets: bounds.zip(w.buckets.iter().copied()).collect(),
+            });
+        }
+    }
+    out
+}
+
 impl App {
     pub fn new(config: Config, config_file: Option<String>) -> Arc<App> {
         let (tx, _) = watch::channel(false);
         let store = Arc::new(Store::new(config.server.databases));
-        let metrics = Metrics::default();
+        let mut metrics = Metrics::default();
         let l2 = config.l2.enabled().then(|| {
             L2::new(
                 &config.l2,
@@ -71,6 +99,14 @@ impl App {
             .database
             .enabled()
             .then(|| Database::new(&config.database, &metrics.db));
+        if let Some(db) = &db {
+            let db = db.clone();
+            metrics.register_external_histograms(
+                "db_pool_wait_seconds",
+                "How long acquires waited for a pooled connection, by server and pool",
+                Box::new(move || pool_waits(&db)),
+            );
+        }
         let queries = Arc::new(QueryCache::new(
             config.database.cache_max_entries,
             config.database.cache_maxmemory.0 as usize,
@@ -215,11 +251,6 @@ impl App {
                 m.pool_waiting.get_or_create(&pl).set(st.waiting as i64);
                 mirror(&m.pool_acquired.get_or_create(&pl), st.acquired_total);
                 mirror(&m.pool_timeouts.get_or_create(&pl), st.timeouts_total);
-                let waited = m.pool_wait_seconds.get_or_create(&pl);
-                let total = st.wait.sum.as_secs_f64();
-                if total > waited.get() {
-                    waited.inc_by(total - waited.get());
-                }
             }
         }
     }

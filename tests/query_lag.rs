@@ -266,6 +266,7 @@ fn database_series_on_metrics_move_with_traffic() {
         "strata_db_instance_up{instance=\"r3\",role=\"replica\"} 1",
         "strata_db_pool_connections{instance=\"p0\",pool=\"write\"}",
         "strata_db_pool_idle{instance=\"r2\",pool=\"read\"}",
+        "strata_db_pool_wait_seconds_bucket{le=\"+Inf\",instance=\"r1\",pool=\"read\"}",
         "strata_query_cache_entries",
         "strata_cache_hits_total{layer=\"query\"}",
     ] {

@@ -84,7 +84,6 @@ pub struct DbSeries {
     pub pool_waiting: Family<PoolLabel, Gauge>,
     pub pool_acquired: Family<PoolLabel, Counter>,
     pub pool_timeouts: Family<PoolLabel, Counter>,
-    pub pool_wait_seconds: Family<PoolLabel, Counter<f64, AtomicU64>>,
     pub query_entries: Gauge,
     pub query_bytes: Gauge,
     pub query_invalidations: Counter,
@@ -107,7 +106,6 @@ impl DbSeries {
             pool_waiting: Family::default(),
             pool_acquired: Family::default(),
             pool_timeouts: Family::default(),
-            pool_wait_seconds: Family::default(),
             query_entries: Gauge::default(),
             query_bytes: Gauge::default(),
             query_invalidations: Counter::default(),
@@ -170,11 +168,6 @@ impl DbSeries {
             s.pool_timeouts.clone(),
         );
         r.register(
-            "db_pool_wait_seconds",
-            "Time spent waiting for connections",
-            s.pool_wait_seconds.clone(),
-        );
-        r.register(
             "query_cache_entries",
             "QUERY results cached on this instance",
             s.query_entries.clone(),
@@ -195,6 +188,51 @@ impl DbSeries {
             s.query_fills_dropped.clone(),
         );
         s
+    }
+}
+
+/// One histogram kept elsewhere, as a scrape reads it: labels, sum, count and non-cumulative
+/// buckets (upper bound in seconds, count; the last bound is `+Inf`).
+pub struct HistogramSample {
+    pub labels: PoolLabel,
+    pub sum: f64,
+    pub count: u64,
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// A histogram family whose values live elsewhere (the pools keep their own wait histograms):
+/// read by `source` at every scrape.
+pub struct ExternalHistograms {
+    name: &'static str,
+    help: &'static str,
+    source: Box<dyn Fn() -> Vec<HistogramSample> + Send + Sync>,
+}
+
+impl std::fmt::Debug for ExternalHistograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalHistograms")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for ExternalHistograms {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for h in (self.source)() {
+            family
+                .encode_family(&h.labels)?
+                .encode_histogram::<PoolLabel>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
     }
 }
 
@@ -451,6 +489,18 @@ pub fn mirror(c: &Counter, value: u64) {
 }
 
 impl Metrics {
+    /// Registers a histogram family read from elsewhere at scrape time (before the metrics are
+    /// shared).
+    pub fn register_external_histograms(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        source: Box<dyn Fn() -> Vec<HistogramSample> + Send + Sync>,
+    ) {
+        self.registry
+            .register_collector(Box::new(ExternalHistograms { name, help, source }));
+    }
+
     /// The Prometheus text exposition (the caller refreshes `server` first).
     pub fn render(&self) -> String {
         let mut text = String::new();
