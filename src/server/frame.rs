@@ -41,6 +41,33 @@ fn parse_int(line: &[u8]) -> Option<i64> {
     crate::command::args::parse_i64(line)
 }
 
+/// Decimal digits of `n`.
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// Whether every length header of a decoded request was written the one way Redis accepts
+/// (plain digits: no sign, no leading zeros, no spaces), judged from where each bulk starts:
+/// `*<count>\r\n` then `$<len>\r\n<data>\r\n` per argument, nothing else in between.
+fn canonical(items: &[RangeFrame]) -> bool {
+    let mut pos = 1 + digits(items.len()) + 2;
+    for item in items {
+        let RangeFrame::BulkString((s, e)) = item else {
+            return false;
+        };
+        if *s != pos + 1 + digits(e - s) + 2 {
+            return false;
+        }
+        pos = e + 2;
+    }
+    true
+}
+
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let hay = buf.get(from..)?;
     memchr_crlf(hay).map(|i| i + from)
@@ -67,6 +94,25 @@ impl Framer {
         }
         if buf[0] != b'*' {
             return self.inline(buf);
+        }
+        // The common case, a complete frame within the limits, is decoded in one pass; anything
+        // else (incomplete, over a limit, malformed) takes the walk, which gives Redis's exact
+        // error or how much more to read.
+        if self.need == 0 {
+            if let Ok(Some((RangeFrame::Array(items), amt))) = decode_range(buf) {
+                if self.within_limits(&items, authenticated) && canonical(&items) {
+                    let frozen = buf.split_to(amt).freeze();
+                    return Ok(Some(
+                        items
+                            .iter()
+                            .filter_map(|i| match i {
+                                RangeFrame::BulkString((s, e)) => Some(frozen.slice(*s..*e)),
+                                _ => None,
+                            })
+                            .collect(),
+                    ));
+                }
+            }
         }
         match self.walk(buf, authenticated)? {
             Walk::Incomplete(need) => {
@@ -99,6 +145,22 @@ impl Framer {
             }
             _ => Ok(Some(Vec::new())),
         }
+    }
+
+    /// Whether a decoded request is one the walk would accept: bulk strings only, at least one,
+    /// each within the bulk limit, and the unauthenticated limits.
+    fn within_limits(&self, items: &[RangeFrame], authenticated: bool) -> bool {
+        let max = if authenticated {
+            self.max_bulk
+        } else {
+            UNAUTH_MAX_BULK as usize
+        };
+        !items.is_empty()
+            && (authenticated || items.len() as i64 <= UNAUTH_MAX_ARGS)
+            && items.iter().all(|i| match i {
+                RangeFrame::BulkString((s, e)) => e - s <= max,
+                _ => false,
+            })
     }
 
     /// Checks a multibulk request's headers against the limits, as far as the buffer goes.
@@ -320,6 +382,24 @@ mod tests {
         assert_eq!(cmds.len(), 3);
         assert!(cmds[0].is_empty() && cmds[1].is_empty());
         assert_eq!(&cmds[2][0][..], b"PING");
+    }
+
+    /// Length headers Redis's string2ll refuses are refused, complete frame or not (the
+    /// one-pass decode of complete frames must not accept what the walk refuses).
+    #[test]
+    fn only_plain_digit_lengths() {
+        for (wire, err) in [
+            (&b"*1\r\n$04\r\nPING\r\n"[..], "invalid bulk length"),
+            (b"*1\r\n$+4\r\nPING\r\n", "invalid bulk length"),
+            (b"*2\r\n$4\r\nECHO\r\n$-0\r\n\r\n", "invalid bulk length"),
+            (b"*1\r\n$ 4\r\nPING\r\n", "invalid bulk length"),
+            (b"*01\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+            (b"*+1\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+        ] {
+            assert_eq!(parse_all(wire).unwrap_err().0, err, "{wire:?}");
+        }
+        let ok = parse_all(b"*2\r\n$4\r\nECHO\r\n$12\r\nhello world!\r\n").unwrap();
+        assert_eq!(ok[0][1], Bytes::from_static(b"hello world!"));
     }
 
     #[test]
