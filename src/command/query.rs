@@ -78,6 +78,21 @@ fn upper<'b>(buf: &'b mut [u8; 12], word: Option<&Bytes>) -> &'b [u8] {
     }
 }
 
+/// The integer option value at `i`.
+fn int_arg(args: &[Bytes], i: usize) -> Result<i64, String> {
+    let a = args.get(i).ok_or_else(syntax)?;
+    parse_i64(a).ok_or_else(|| "ERR value is not an integer or out of range".into())
+}
+
+/// An option value that is one of two words: true for `yes`, false for `no`.
+fn choice(buf: &mut [u8; 12], word: Option<&Bytes>, yes: &[u8], no: &[u8]) -> Result<bool, String> {
+    match upper(buf, word) {
+        w if w == yes => Ok(true),
+        w if w == no => Ok(false),
+        _ => Err(syntax()),
+    }
+}
+
 fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
     let mut o = Options::default();
     let mut i = 2;
@@ -99,9 +114,7 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                 i += 2 + n;
             }
             b"TTL" => {
-                let n = args.get(i + 1).ok_or_else(syntax).and_then(|a| {
-                    parse_i64(a).ok_or("ERR value is not an integer or out of range".into())
-                })?;
+                let n = int_arg(args, i + 1)?;
                 if n <= 0 || n > i64::MAX / 1000 {
                     return Err("ERR invalid expire time in 'query' command".into());
                 }
@@ -109,9 +122,7 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                 i += 2;
             }
             b"MAXLAG" => {
-                let n = args.get(i + 1).ok_or_else(syntax).and_then(|a| {
-                    parse_i64(a).ok_or("ERR value is not an integer or out of range".into())
-                })?;
+                let n = int_arg(args, i + 1)?;
                 if n < 0 {
                     return Err("ERR MAXLAG must be zero or more milliseconds".into());
                 }
@@ -119,27 +130,15 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                 i += 2;
             }
             b"CONSISTENCY" => {
-                o.strong = match upper(&mut value, args.get(i + 1)) {
-                    b"STRONG" => true,
-                    b"EVENTUAL" => false,
-                    _ => return Err(syntax()),
-                };
+                o.strong = choice(&mut value, args.get(i + 1), b"STRONG", b"EVENTUAL")?;
                 i += 2;
             }
             b"PRIORITY" => {
-                o.critical = match upper(&mut value, args.get(i + 1)) {
-                    b"CRITICAL" => true,
-                    b"NORMAL" => false,
-                    _ => return Err(syntax()),
-                };
+                o.critical = choice(&mut value, args.get(i + 1), b"CRITICAL", b"NORMAL")?;
                 i += 2;
             }
             b"FORMAT" => {
-                o.json = match upper(&mut value, args.get(i + 1)) {
-                    b"JSON" => true,
-                    b"RESP" => false,
-                    _ => return Err(syntax()),
-                };
+                o.json = choice(&mut value, args.get(i + 1), b"JSON", b"RESP")?;
                 i += 2;
             }
             b"USER" => {

@@ -888,15 +888,32 @@ impl ProbeConn {
     }
 }
 
-async fn probe_primary(db: Arc<Database>, mut shutdown: watch::Receiver<bool>) {
-    let mut conn = ProbeConn::new(&db.primary.pg);
-    let mut tick = tokio::time::interval(db.lag_probe);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+/// A periodic schedule (a late tick delays the next) that ends with the shutdown signal.
+struct Every {
+    tick: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Every {
+    fn new(period: Duration, shutdown: watch::Receiver<bool>) -> Every {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Every { tick, shutdown }
+    }
+
+    /// Waits for the next tick; false once shutting down.
+    async fn next(&mut self) -> bool {
         tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = self.tick.tick() => true,
+            _ = self.shutdown.changed() => false,
         }
+    }
+}
+
+async fn probe_primary(db: Arc<Database>, shutdown: watch::Receiver<bool>) {
+    let mut conn = ProbeConn::new(&db.primary.pg);
+    let mut every = Every::new(db.lag_probe, shutdown);
+    while every.next().await {
         let sent = Instant::now();
         let row = conn
             .query_text(
@@ -917,16 +934,11 @@ async fn probe_primary(db: Arc<Database>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn probe_replica(db: Arc<Database>, i: usize, mut shutdown: watch::Receiver<bool>) {
+async fn probe_replica(db: Arc<Database>, i: usize, shutdown: watch::Receiver<bool>) {
     let inst = &db.replicas[i];
     let mut conn = ProbeConn::new(&inst.pg);
-    let mut tick = tokio::time::interval(db.lag_probe);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
+    let mut every = Every::new(db.lag_probe, shutdown);
+    while every.next().await {
         let sent = Instant::now();
         let row = conn
             .query_text(
@@ -952,15 +964,11 @@ async fn probe_replica(db: Arc<Database>, i: usize, mut shutdown: watch::Receive
 }
 
 /// Every `metrics_interval_ms`, the instance's CPU from its node_exporter metrics.
-async fn scrape_cpu(db: Arc<Database>, index: usize, mut shutdown: watch::Receiver<bool>) {
+async fn scrape_cpu(db: Arc<Database>, index: usize, shutdown: watch::Receiver<bool>) {
     let inst = db.instances().nth(index).expect("instance index");
     let mut tracker = super::nodemetrics::CpuTracker::default();
-    let mut tick = tokio::time::interval(db.metrics_interval);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
+    let mut every = Every::new(db.metrics_interval, shutdown);
+    while every.next().await {
         match super::nodemetrics::scrape(&inst.metrics_url, Duration::from_secs(2)).await {
             Ok(sample) => {
                 if let Some(busy) = tracker.update(&sample) {
