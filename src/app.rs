@@ -54,7 +54,7 @@ pub struct App {
 }
 
 /// Every pool's wait histogram, for /metrics.
-fn pool_waits(db: &Database) -> Vec<crate::observe::metrics::HistogramSample> {
+fn pool_waits(db: &Database) -> Vec<crate::observe::metrics::HistogramSample<PoolLabel>> {
     use crate::db::pool::WAIT_BUCKETS;
     let mut out = Vec::new();
     for inst in db.instances() {

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the command latency histogram buckets.
@@ -193,22 +194,25 @@ impl DbSeries {
 
 /// One histogram kept elsewhere, as a scrape reads it: labels, sum, count and non-cumulative
 /// buckets (upper bound in seconds, count; the last bound is `+Inf`).
-pub struct HistogramSample {
-    pub labels: PoolLabel,
+pub struct HistogramSample<L> {
+    pub labels: L,
     pub sum: f64,
     pub count: u64,
     pub buckets: Vec<(f64, u64)>,
 }
 
-/// A histogram family whose values live elsewhere (the pools keep their own wait histograms):
-/// read by `source` at every scrape.
-pub struct ExternalHistograms {
+/// Reads a family of histograms kept elsewhere, at every scrape.
+type HistogramSource<L> = Box<dyn Fn() -> Vec<HistogramSample<L>> + Send + Sync>;
+
+/// A histogram family whose values live elsewhere (the pools' wait histograms, the commands'
+/// lock-free latency histograms): read by `source` at every scrape.
+pub struct ExternalHistograms<L> {
     name: &'static str,
     help: &'static str,
-    source: Box<dyn Fn() -> Vec<HistogramSample> + Send + Sync>,
+    source: HistogramSource<L>,
 }
 
-impl std::fmt::Debug for ExternalHistograms {
+impl<L> std::fmt::Debug for ExternalHistograms<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExternalHistograms")
             .field("name", &self.name)
@@ -216,7 +220,9 @@ impl std::fmt::Debug for ExternalHistograms {
     }
 }
 
-impl prometheus_client::collector::Collector for ExternalHistograms {
+impl<L: EncodeLabelSet + Send + Sync + 'static> prometheus_client::collector::Collector
+    for ExternalHistograms<L>
+{
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
@@ -230,9 +236,73 @@ impl prometheus_client::collector::Collector for ExternalHistograms {
         for h in (self.source)() {
             family
                 .encode_family(&h.labels)?
-                .encode_histogram::<PoolLabel>(h.sum, h.count, &h.buckets, None)?;
+                .encode_histogram::<L>(h.sum, h.count, &h.buckets, None)?;
         }
         Ok(())
+    }
+}
+
+/// A latency histogram of atomic counters: observing takes no lock (prometheus-client's
+/// `Histogram` takes a mutex per observation, which every command would contend on).
+pub struct AtomicHistogram {
+    /// `buckets[i]` counts durations up to `LATENCY_BUCKETS[i]` (and above the previous one);
+    /// the last counts those above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// `LATENCY_BUCKETS` in nanoseconds.
+const LATENCY_BUCKETS_NS: [u64; LATENCY_BUCKETS.len()] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+impl AtomicHistogram {
+    pub fn observe(&self, took: Duration) {
+        let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+        let i = LATENCY_BUCKETS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(LATENCY_BUCKETS_NS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, non-cumulative buckets) for a scrape.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let bounds = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY));
+        (
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            counts.iter().sum(),
+            bounds.zip(counts).collect(),
+        )
     }
 }
 
@@ -252,7 +322,7 @@ pub struct CmdStats {
     pub failed: Counter,
     pub rejected: Counter,
     pub usec: AtomicU64,
-    latency: Histogram,
+    latency: Arc<AtomicHistogram>,
 }
 
 impl CmdStats {
@@ -260,7 +330,7 @@ impl CmdStats {
         self.calls.inc();
         self.usec
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        self.latency.observe(took.as_secs_f64());
+        self.latency.observe(took);
     }
 }
 
@@ -299,9 +369,6 @@ impl Default for Metrics {
         let calls = Family::<CmdLabel, Counter>::default();
         let failed = Family::<CmdLabel, Counter>::default();
         let rejected = Family::<CmdLabel, Counter>::default();
-        let latency = Family::<CmdLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(LATENCY_BUCKETS.iter().copied())
-        });
         registry.register("commands", "Commands executed, by command", calls.clone());
         registry.register(
             "command_errors",
@@ -313,12 +380,7 @@ impl Default for Metrics {
             "Commands refused before running (auth, OOM, ...), by command",
             rejected.clone(),
         );
-        registry.register(
-            "command_duration_seconds",
-            "Command execution time, by command",
-            latency.clone(),
-        );
-        let commands = REGISTRY
+        let commands: Vec<CmdStats> = REGISTRY
             .full_names
             .iter()
             .map(|name| {
@@ -328,10 +390,35 @@ impl Default for Metrics {
                     failed: failed.get_or_create(&l).clone(),
                     rejected: rejected.get_or_create(&l).clone(),
                     usec: AtomicU64::new(0),
-                    latency: latency.get_or_create(&l).clone(),
+                    latency: Arc::new(AtomicHistogram::default()),
                 }
             })
             .collect();
+        let latencies: Vec<(CmdLabel, Arc<AtomicHistogram>)> = REGISTRY
+            .full_names
+            .iter()
+            .zip(&commands)
+            .map(|(name, c)| (CmdLabel { cmd: name.clone() }, c.latency.clone()))
+            .collect();
+        registry.register_collector(Box::new(ExternalHistograms {
+            name: "command_duration_seconds",
+            help: "Command execution time, by command",
+            source: Box::new(move || {
+                latencies
+                    .iter()
+                    // Commands never run have no series, as with a label family.
+                    .filter_map(|(l, h)| {
+                        let (sum, count, buckets) = h.snapshot();
+                        (count > 0).then(|| HistogramSample {
+                            labels: l.clone(),
+                            sum,
+                            count,
+                            buckets,
+                        })
+                    })
+                    .collect()
+            }),
+        }));
         let server = ServerSeries::default();
         registry.register(
             "connected_clients",
@@ -495,7 +582,7 @@ impl Metrics {
         &mut self,
         name: &'static str,
         help: &'static str,
-        source: Box<dyn Fn() -> Vec<HistogramSample> + Send + Sync>,
+        source: HistogramSource<PoolLabel>,
     ) {
         self.registry
             .register_collector(Box::new(ExternalHistograms { name, help, source }));
@@ -508,5 +595,30 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_histogram_buckets_match_the_bounds() {
+        let h = AtomicHistogram::default();
+        for us in [5, 10, 11, 25, 999, 1000, 2_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 7);
+        assert!((sum - 2.002_050).abs() < 1e-9, "{sum}");
+        let at = |bound: f64| buckets.iter().find(|b| b.0 == bound).unwrap().1;
+        assert_eq!(at(0.000_01), 2, "5 µs and exactly 10 µs");
+        assert_eq!(at(0.000_025), 2, "11 µs and 25 µs");
+        assert_eq!(at(0.001), 2, "999 µs and exactly 1 ms");
+        assert_eq!(at(f64::INFINITY), 1, "2 s is above every bound");
+        assert_eq!(LATENCY_BUCKETS_NS.len(), LATENCY_BUCKETS.len());
+        for (ns, s) in LATENCY_BUCKETS_NS.iter().zip(LATENCY_BUCKETS) {
+            assert_eq!(*ns as f64 / 1e9, s);
+        }
     }
 }
