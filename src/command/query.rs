@@ -438,6 +438,17 @@ fn apply_announcement(app: &App, payload: &[u8]) -> bool {
     true
 }
 
+/// Empties the QUERY cache after invalidations may have been missed (a lost LISTEN or
+/// announcement subscription): at once, so that fills in flight are dropped, and again at the
+/// primary's position, so that results read from replicas behind a missed write are not kept.
+async fn flush_missed(app: &App) {
+    app.queries.flush(0);
+    if let Some(db) = &app.db {
+        let lsn = db.primary_lsn().await;
+        app.queries.flush(lsn);
+    }
+}
+
 /// Tiered mode: keeps a subscription to the other instances' announcements, reconnecting
 /// after 1, 2, 4, then every 4 seconds. Whenever the subscription (re)starts or ends, the
 /// QUERY cache is flushed at the primary's position: announcements may have been missed.
@@ -445,16 +456,6 @@ async fn follow_announcements(app: Arc<App>, l2: Arc<crate::cache::l2::L2>) {
     use crate::cache::l2::BACKOFF_MS;
     let mut shutdown = app.shutdown_signal();
     let mut failures = 0usize;
-    let flush = |app: &Arc<App>| {
-        let app = app.clone();
-        async move {
-            app.queries.flush(0);
-            if let Some(db) = &app.db {
-                let lsn = db.primary_lsn().await;
-                app.queries.flush(lsn);
-            }
-        }
-    };
     loop {
         if app.is_shutting_down() {
             return;
@@ -493,7 +494,7 @@ async fn follow_announcements(app: Arc<App>, l2: Arc<crate::cache::l2::L2>) {
         };
         if let Some(_conn) = subscribed {
             failures = 0;
-            flush(&app).await;
+            flush_missed(&app).await;
             app.queries.coherent.store(true, Ordering::Release);
             loop {
                 tokio::select! {
@@ -507,7 +508,7 @@ async fn follow_announcements(app: Arc<App>, l2: Arc<crate::cache::l2::L2>) {
                 }
             }
             app.queries.coherent.store(false, Ordering::Release);
-            flush(&app).await;
+            flush_missed(&app).await;
         }
         let wait = BACKOFF_MS[failures.min(BACKOFF_MS.len() - 1)];
         failures += 1;
@@ -677,16 +678,10 @@ pub fn start(app: &Arc<App>) {
     let on_reconnect = {
         let app = app.clone();
         Arc::new(move || {
-            // At once (fills in flight are dropped), and again at the primary's position, so
-            // that results read from replicas behind a missed write are not kept.
+            // The first flush at once, on the listener's task, before any notification.
             app.queries.flush(0);
             let app = app.clone();
-            tokio::spawn(async move {
-                if let Some(db) = &app.db {
-                    let lsn = db.primary_lsn().await;
-                    app.queries.flush(lsn);
-                }
-            });
+            tokio::spawn(async move { flush_missed(&app).await });
         })
     };
     db.listen(on_notify, on_reconnect, app.shutdown_signal());

@@ -376,8 +376,8 @@ fn database_info(app: &App) -> String {
                 .lag
                 .sample()
                 .map_or("-".to_string(), |l| l.lag.as_millis().to_string());
-            let p = inst.pools.stats(crate::db::pool::Role::Read);
-            let w = inst.pools.stats(crate::db::pool::Role::Write);
+            // The server's pools together (a replica has only a read pool).
+            let p = inst.pools.totals();
             let _ = write!(
                 s,
                 "db{i}:name={},role={},status={},lag_ms={lag},queries={},errors={},pool_size={},pool_idle={},pool_in_use={},pool_waiting={},pool_timeouts={},pool_wait_p50_us={},pool_wait_p99_us={}\r\n",
@@ -386,11 +386,11 @@ fn database_info(app: &App) -> String {
                 if inst.lag.is_down() { "down" } else { "up" },
                 inst.stats.queries.load(Ordering::Relaxed),
                 inst.stats.errors.load(Ordering::Relaxed),
-                p.size + if inst.replica.is_none() { w.size } else { 0 },
-                p.idle + if inst.replica.is_none() { w.idle } else { 0 },
-                p.in_use + if inst.replica.is_none() { w.in_use } else { 0 },
-                p.waiting + if inst.replica.is_none() { w.waiting } else { 0 },
-                p.timeouts_total + if inst.replica.is_none() { w.timeouts_total } else { 0 },
+                p.size,
+                p.idle,
+                p.in_use,
+                p.waiting,
+                p.timeouts_total,
                 p.wait.quantile(0.5).map_or(0, |d| d.as_micros()),
                 p.wait.quantile(0.99).map_or(0, |d| d.as_micros()),
             );

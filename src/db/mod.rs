@@ -20,3 +20,19 @@ pub mod pool;
 pub mod router;
 pub mod track;
 pub mod value;
+
+/// An error with its sources, each once (a driver's own text is often only the outermost:
+/// hyper's "client error (Connect)", tokio-postgres's "error connecting to server").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

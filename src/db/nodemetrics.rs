@@ -154,7 +154,10 @@ async fn fetch(url: &str) -> Result<Bytes, String> {
         .header(http::header::ACCEPT, "text/plain;version=0.0.4")
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| chain(&e))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| super::error_chain(&e))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
@@ -174,7 +177,7 @@ async fn fetch(url: &str) -> Result<Bytes, String> {
             if e.is::<http_body_util::LengthLimitError>() {
                 too_big()
             } else {
-                chain(e.as_ref())
+                super::error_chain(e.as_ref())
             }
         })?;
     Ok(body.to_bytes())
@@ -182,21 +185,6 @@ async fn fetch(url: &str) -> Result<Bytes, String> {
 
 fn too_big() -> String {
     format!("metrics body larger than {MAX_BODY_BYTES} bytes")
-}
-
-/// An error with its sources (hyper's own text is only "client error (Connect)").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Reads a body in the Prometheus text format (see the module documentation).
