@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use support::pg::{unique_name, PgCluster};
+use support::query::{database_section, err, json, query, status};
 use support::{wait_until, RedisServer, Strata};
 
 /// A Strata in front of the shared cluster; `extra` goes into `[database]`.
@@ -21,88 +22,10 @@ fn strata(extra: &str) -> Strata {
 /// `strata` with other sections (`[l2]` ...) before `[database]`.
 fn strata_with(extra: &str, sections: &str) -> Strata {
     let c = PgCluster::shared();
-    // Defaults for the tests, unless `extra` sets them.
-    let defaults: String = [
-        ("lag_probe_ms", "50"),
-        ("pool_min", "2"),
-        ("pool_max", "20"),
-    ]
-    .iter()
-    .filter(|(k, _)| !extra.contains(&format!("{k} =")))
-    .map(|(k, v)| format!("{k} = {v}\n"))
-    .collect();
-    let mut cfg = format!(
-        "{sections}\n[database]\n{defaults}{extra}\n\
-         [database.primary]\nname = \"{}\"\nurl = \"{}\"\n",
-        c.primary().name,
-        c.primary().url()
-    );
-    for r in c.replicas() {
-        cfg.push_str(&format!(
-            "[[database.replicas]]\nname = \"{}\"\nurl = \"{}\"\n",
-            r.name,
-            r.url()
-        ));
-    }
+    let cfg = format!("{sections}\n{}", database_section(c, extra));
     let s = Strata::with_config(&cfg);
     wait_replicas(&s, c.replicas().len());
     s
-}
-
-fn query(c: &mut redis::Connection, sql: &str, rest: &[&str]) -> redis::RedisResult<Value> {
-    let mut cmd = redis::cmd("QUERY");
-    cmd.arg(sql);
-    for r in rest {
-        cmd.arg(*r);
-    }
-    cmd.query(c)
-}
-
-/// QUERY ... FORMAT JSON, parsed.
-fn json(c: &mut redis::Connection, sql: &str, rest: &[&str]) -> Json {
-    let mut args = rest.to_vec();
-    args.extend(["FORMAT", "JSON"]);
-    let v: String = match query(c, sql, &args) {
-        Ok(Value::BulkString(b)) => String::from_utf8(b).expect("utf-8 JSON"),
-        other => panic!("QUERY {sql}: {other:?}"),
-    };
-    serde_json::from_str(&v).unwrap_or_else(|e| panic!("{e}: {v}"))
-}
-
-fn err(r: redis::RedisResult<Value>) -> String {
-    match r {
-        Err(e) => e.to_string(),
-        Ok(v) => panic!("expected an error, got {v:?}"),
-    }
-}
-
-/// DB.STATUS as one map per instance.
-fn status(c: &mut redis::Connection) -> Vec<HashMap<String, String>> {
-    let v: Value = redis::cmd("DB.STATUS").query(c).expect("DB.STATUS");
-    let Value::Array(items) = v else {
-        panic!("DB.STATUS: {v:?}")
-    };
-    items
-        .into_iter()
-        .map(|i| {
-            let fields: Vec<String> = match i {
-                Value::Array(f) => f
-                    .into_iter()
-                    .map(|x| redis::from_redis_value(x).expect("string field"))
-                    .collect(),
-                Value::Map(m) => m
-                    .into_iter()
-                    .flat_map(|(k, v)| [k, v])
-                    .map(|x| redis::from_redis_value(x).expect("string field"))
-                    .collect(),
-                other => panic!("DB.STATUS entry: {other:?}"),
-            };
-            fields
-                .chunks(2)
-                .map(|p| (p[0].clone(), p[1].clone()))
-                .collect()
-        })
-        .collect()
 }
 
 /// Waits until `n` replicas have a fresh lag sample.

@@ -7,12 +7,12 @@
 mod support;
 
 use redis::Value;
-use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::pg::{unique_name, PgCluster};
+use support::query::{database_section, json, status};
 use support::{free_port, http_get, wait_until, Strata};
 
 /// The tests here pause and resume replicas of the one cluster: one at a time.
@@ -36,35 +36,8 @@ fn serial() -> Serial {
 }
 
 fn strata(extra: &str) -> Strata {
-    let c = PgCluster::shared();
-    let mut cfg = format!(
-        "[http]\nlisten = \"127.0.0.1:{}\"\n[database]\nlag_probe_ms = 50\npool_min = 2\n{extra}\n\
-         [database.primary]\nname = \"{}\"\nurl = \"{}\"\n",
-        free_port(),
-        c.primary().name,
-        c.primary().url()
-    );
-    for r in c.replicas() {
-        cfg.push_str(&format!(
-            "[[database.replicas]]\nname = \"{}\"\nurl = \"{}\"\n",
-            r.name,
-            r.url()
-        ));
-    }
-    Strata::with_config(&cfg)
-}
-
-fn json(c: &mut redis::Connection, sql: &str, rest: &[&str]) -> Json {
-    let mut cmd = redis::cmd("QUERY");
-    cmd.arg(sql);
-    for r in rest {
-        cmd.arg(*r);
-    }
-    cmd.arg("FORMAT").arg("JSON");
-    let v: String = cmd
-        .query(c)
-        .unwrap_or_else(|e| panic!("QUERY {sql} {rest:?}: {e}"));
-    serde_json::from_str(&v).unwrap()
+    let http = format!("[http]\nlisten = \"127.0.0.1:{}\"\n", free_port());
+    Strata::with_config(&(http + &database_section(PgCluster::shared(), extra)))
 }
 
 /// Sources of `n` NOCACHE reads.
@@ -278,25 +251,6 @@ fn database_series_on_metrics_move_with_traffic() {
         info.contains("database_enabled:1") && info.contains("db1:name=r1,role=replica"),
         "{info}"
     );
-}
-
-/// DB.STATUS as one map per instance.
-fn status(c: &mut redis::Connection) -> Vec<HashMap<String, String>> {
-    let v: Value = redis::cmd("DB.STATUS").query(c).unwrap();
-    let Value::Array(items) = v else {
-        panic!("{v:?}")
-    };
-    items
-        .into_iter()
-        .map(|i| {
-            let Value::Array(f) = i else { panic!() };
-            let f: Vec<String> = f
-                .into_iter()
-                .map(|x| redis::from_redis_value(x).unwrap())
-                .collect();
-            f.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect()
-        })
-        .collect()
 }
 
 // Feature: db-cache-optimization, Property 36: Traffic Reduction on High CPU
