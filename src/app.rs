@@ -17,7 +17,7 @@ use crate::server::pubsub::PubSub;
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The Redis version Strata reports (INFO, HELLO), so clients enable the features it has.
@@ -51,6 +51,19 @@ pub struct App {
     /// The port actually bound (useful with port 0).
     pub port: AtomicU16,
     shutdown: watch::Sender<bool>,
+    /// Notifications to administrators ([alerts]).
+    pub alerts: Arc<crate::observe::alerts::Alerts>,
+}
+
+/// Counters the threshold rules turn into rates between two evaluations.
+#[derive(Default, Clone, Copy)]
+struct RuleCounters {
+    queries: u64,
+    db_errors: u64,
+    hits: u64,
+    misses: u64,
+    commands: u64,
+    error_replies: u64,
 }
 
 /// Every pool's wait histogram, for /metrics.
@@ -59,10 +72,10 @@ fn pool_waits(db: &Database) -> Vec<crate::observe::metrics::HistogramSample<Poo
     let mut out = Vec::new();
     for inst in db.instances() {
         for role in [Role::Read, Role::Write] {
-            if !inst.pools.has_pool(role) {
+            if !inst.pools().has_pool(role) {
                 continue;
             }
-            let w = inst.pools.stats(role).wait;
+            let w = inst.pools().stats(role).wait;
             let bounds = WAIT_BUCKETS
                 .iter()
                 .map(|d| d.as_secs_f64())
@@ -95,10 +108,14 @@ impl App {
                 metrics.l2_latency.clone(),
             )
         });
-        let db = config
-            .database
-            .enabled()
-            .then(|| Database::new(&config.database, &metrics.db));
+        let db = config.database.enabled().then(|| {
+            Database::new(
+                &config.database,
+                &config.health,
+                &config.breaker,
+                &metrics.db,
+            )
+        });
         if let Some(db) = &db {
             let db = db.clone();
             metrics.register_external_histograms(
@@ -115,7 +132,15 @@ impl App {
         queries
             .coherent
             .store(!config.l2.enabled(), std::sync::atomic::Ordering::Relaxed);
+        let alerts = crate::observe::alerts::Alerts::new(
+            &config.alerts,
+            &format!("strata:{}", config.server.port),
+        );
+        if let Some(db) = &db {
+            let _ = db.alerts.set(alerts.clone());
+        }
         let app = App {
+            alerts,
             store,
             l2,
             db,
@@ -211,10 +236,12 @@ impl App {
         let Some(db) = &self.db else {
             return;
         };
+        mirror(&m.failovers, db.failovers.load(Ordering::Relaxed));
         for inst in db.instances() {
+            let primary = db.is_primary(inst.index);
             let label = DbLabel {
                 instance: inst.name.clone(),
-                role: inst.role().into(),
+                role: db.role_of(inst.index).into(),
             };
             mirror(
                 &m.queries.get_or_create(&label),
@@ -224,23 +251,43 @@ impl App {
                 &m.errors.get_or_create(&label),
                 inst.stats.errors.load(Ordering::Relaxed),
             );
-            let up = match inst.replica {
-                Some(_) => !inst.lag.is_down() && inst.lag.sample().is_some(),
-                None => !inst.lag.is_down(),
-            };
+            let up = inst.health.unreachable_since().is_none() && !inst.lag.is_down();
             m.up.get_or_create(&label).set(up as i64);
-            if let Some(sample) = inst.lag.sample() {
-                m.lag_seconds
-                    .get_or_create(&label)
-                    .set(sample.lag.as_secs_f64());
+            m.healthy
+                .get_or_create(&label)
+                .set(inst.health.healthy() as i64);
+            m.is_primary.get_or_create(&label).set(primary as i64);
+            m.breaker_state
+                .get_or_create(&label)
+                .set(inst.breaker.lock().state(crate::command::unix_ms()).gauge());
+            mirror(
+                &m.health_checks.get_or_create(&label),
+                inst.health.checks.load(Ordering::Relaxed),
+            );
+            mirror(
+                &m.health_check_failures.get_or_create(&label),
+                inst.health.failed_checks.load(Ordering::Relaxed),
+            );
+            if !primary {
+                if let Some(lag) = crate::db::health::replica_lag(db, inst) {
+                    m.lag_seconds.get_or_create(&label).set(lag.as_secs_f64());
+                }
+                if let (Some(sample), Some((_, lsn))) = (
+                    inst.lag.sample(),
+                    db.history.latest_before(std::time::Instant::now()),
+                ) {
+                    m.lag_bytes
+                        .get_or_create(&label)
+                        .set(lsn.saturating_sub(sample.replay_lsn) as i64);
+                }
             }
-            let roles: &[Role] = if inst.replica.is_some() {
-                &[Role::Read]
-            } else {
+            let roles: &[Role] = if primary {
                 &[Role::Read, Role::Write]
+            } else {
+                &[Role::Read]
             };
             for &role in roles {
-                let st = inst.pools.stats(role);
+                let st = inst.pools().stats(role);
                 let pl = PoolLabel {
                     instance: inst.name.clone(),
                     pool: role.as_str().into(),
@@ -252,6 +299,98 @@ impl App {
                 mirror(&m.pool_acquired.get_or_create(&pl), st.acquired_total);
                 mirror(&m.pool_timeouts.get_or_create(&pl), st.timeouts_total);
             }
+        }
+    }
+
+    /// Evaluates the `[[alerts.rules]]` every `alerts.evaluate_interval_s` (Property 40).
+    pub fn start_alert_rules(self: &Arc<Self>) {
+        let (rules, every) = {
+            let c = self.config.read();
+            (
+                crate::observe::alerts::Rules::new(&c.alerts.rules),
+                Duration::from_secs(c.alerts.evaluate_interval_s.max(1)),
+            )
+        };
+        if rules.is_empty() {
+            return;
+        }
+        let app = Arc::downgrade(self);
+        let mut shutdown = self.shutdown_signal();
+        tokio::spawn(async move {
+            let mut rules = rules;
+            let mut last = RuleCounters::default();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let Some(app) = app.upgrade() else { return };
+                let now = app.rule_counters();
+                let sample = |metric: &str| app.rule_sample(metric, &last, &now);
+                rules.evaluate(Instant::now(), &sample, &app.alerts);
+                last = now;
+            }
+        });
+    }
+
+    fn rule_counters(&self) -> RuleCounters {
+        let (mut queries, mut db_errors) = (0, 0);
+        if let Some(db) = &self.db {
+            for inst in db.instances() {
+                queries += inst.stats.queries.load(Ordering::Relaxed);
+                db_errors += inst.stats.errors.load(Ordering::Relaxed);
+            }
+        }
+        let st = &self.store.stats;
+        RuleCounters {
+            queries,
+            db_errors,
+            hits: st.hits.load(Ordering::Relaxed),
+            misses: st.misses.load(Ordering::Relaxed),
+            commands: self.metrics.commands.iter().map(|c| c.calls.get()).sum(),
+            error_replies: self.metrics.error_replies.get(),
+        }
+    }
+
+    /// One metric a threshold rule watches; rates are over the last evaluation interval.
+    fn rule_sample(&self, metric: &str, last: &RuleCounters, now: &RuleCounters) -> Option<f64> {
+        let rate = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
+        match metric {
+            "db_error_rate" => {
+                self.db.as_ref()?;
+                rate(now.db_errors - last.db_errors, now.queries - last.queries)
+            }
+            "db_pool_wait_p99_ms" => {
+                let db = self.db.as_ref()?;
+                db.instances()
+                    .flat_map(|i| {
+                        let pools = i.pools();
+                        [Role::Read, Role::Write]
+                            .into_iter()
+                            .filter_map(move |r| pools.stats(r).wait.quantile(0.99))
+                    })
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .reduce(f64::max)
+            }
+            "cache_hit_rate" => {
+                let hits = now.hits - last.hits;
+                rate(hits, hits + (now.misses - last.misses))
+            }
+            "replica_lag_max_s" => {
+                let db = self.db.as_ref()?;
+                db.replicas()
+                    .filter_map(|r| crate::db::health::replica_lag(db, r))
+                    .map(|d| d.as_secs_f64())
+                    .reduce(f64::max)
+            }
+            "command_error_rate" => rate(
+                now.error_replies - last.error_replies,
+                now.commands - last.commands,
+            ),
+            "connected_clients" => Some(self.clients.count() as f64),
+            "used_memory_bytes" => Some(self.store.used_memory() as f64),
+            _ => None,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Config {
     pub l1: L1Config,
     pub l2: L2Config,
     pub database: DatabaseConfig,
+    pub health: HealthConfig,
+    pub breaker: BreakerConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -300,6 +303,79 @@ impl DatabaseConfig {
     /// Whether the database tier is configured.
     pub fn enabled(&self) -> bool {
         !self.primary.url.is_empty()
+    }
+}
+
+/// Health checks and failover of the PostgreSQL instances (docs/operations.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between two health checks of one instance.
+    pub interval_s: u64,
+    /// How long one check may take before the instance counts as failing it, in milliseconds.
+    pub check_timeout_ms: u64,
+    /// Seconds the primary must stay unreachable before a failover (builtin mode).
+    pub failover_after_s: u64,
+    /// Replication lag, in seconds, over which an alert fires (and under which it resolves).
+    pub lag_alert_s: u64,
+    /// `builtin`: Strata promotes a replica; `external`: only follow role changes made by
+    /// Patroni or an operator.
+    pub mode: HealthMode,
+    /// Run for a replica that stays unable to stream after being repointed, and to rejoin an
+    /// old primary after a switchover (`sh -c`; placeholders `{name}` `{host}` `{port}`
+    /// `{primary_name}` `{primary_host}` `{primary_port}`). Empty: none.
+    pub resync_command: String,
+    /// How replicas reach a primary (`primary_conninfo` without host and port, which Strata
+    /// adds; `{name}` is the replica's name).
+    pub replication_conninfo: String,
+    /// How long a planned switchover (DB.FAILOVER) waits for its target to catch up, in seconds.
+    pub switchover_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthMode {
+    Builtin,
+    External,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_s: 10,
+            check_timeout_ms: 5000,
+            failover_after_s: 30,
+            lag_alert_s: 5,
+            mode: HealthMode::Builtin,
+            resync_command: String::new(),
+            replication_conninfo: "user=postgres application_name={name}".into(),
+            switchover_timeout_s: 30,
+        }
+    }
+}
+
+/// The circuit breaker of each PostgreSQL instance (the L2 breaker has its keys in `[l2]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Failure share (0..1] over the window that opens the breaker.
+    pub failure_rate: f64,
+    /// The window failures are counted over, in seconds.
+    pub window_s: u64,
+    /// Calls in the window before the share is judged.
+    pub min_calls: u64,
+    /// Seconds the breaker stays open before one trial decides.
+    pub open_s: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_rate: 0.5,
+            window_s: 60,
+            min_calls: 20,
+            open_s: 30,
+        }
     }
 }
 
@@ -582,6 +658,8 @@ impl Config {
             return bad("l1.maxmemory_samples", "must be between 1 and 64");
         }
         self.validate_database()?;
+        self.validate_health()?;
+        self.validate_alerts()?;
         if self.server.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("server.bind", "must be an IP address");
         }
@@ -597,6 +675,37 @@ impl Config {
 }
 
 impl Config {
+    fn validate_health(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
+        let h = &self.health;
+        if h.interval_s == 0 || h.interval_s > 3600 {
+            return bad("health.interval_s", "must be between 1 and 3600");
+        }
+        if h.check_timeout_ms == 0 {
+            return bad("health.check_timeout_ms", "must be at least 1");
+        }
+        if h.failover_after_s == 0 {
+            return bad("health.failover_after_s", "must be at least 1");
+        }
+        if h.lag_alert_s == 0 {
+            return bad("health.lag_alert_s", "must be at least 1");
+        }
+        if h.switchover_timeout_s == 0 {
+            return bad("health.switchover_timeout_s", "must be at least 1");
+        }
+        let b = &self.breaker;
+        if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+            return bad("breaker.failure_rate", "must be in (0, 1]");
+        }
+        if b.window_s == 0 || b.min_calls == 0 || b.open_s == 0 {
+            return bad(
+                "breaker.window_s",
+                "window_s, min_calls and open_s must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
     fn validate_database(&self) -> Result<(), ConfigError> {
         let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
         let d = &self.database;
@@ -661,6 +770,191 @@ impl Config {
     }
 }
 
+// ---- [alerts] -------------------------------------------------------------------------------
+
+/// Where alerts go (observe::alerts) and the threshold rules evaluated over the metrics. Every
+/// channel is optional; with none configured alerts are only logged.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Generic webhook: JSON POSTed to this http(s) URL (empty: off).
+    pub webhook_url: String,
+    /// Slack incoming webhook URL (empty: off).
+    pub slack_webhook_url: String,
+    /// PagerDuty Events API v2 endpoint.
+    pub pagerduty_url: String,
+    /// PagerDuty integration (routing) key; empty: PagerDuty off.
+    pub pagerduty_routing_key: String,
+    /// SMTP relay for email alerts (empty: email off).
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// Transport security to the relay: `none`, `starttls` or `tls`.
+    pub smtp_tls: SmtpTls,
+    /// SMTP AUTH credentials (empty: no authentication).
+    pub smtp_username: String,
+    pub smtp_password: String,
+    /// Sender and recipients of email alerts; email is on when `email_to` is not empty.
+    pub email_from: String,
+    pub email_to: Vec<String>,
+    /// Bound of one delivery attempt on any channel, in milliseconds.
+    pub timeout_ms: u64,
+    /// How often the threshold rules are evaluated, in seconds.
+    pub evaluate_interval_s: u64,
+    /// Threshold rules (`[[alerts.rules]]`).
+    pub rules: Vec<AlertRuleConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: String::new(),
+            slack_webhook_url: String::new(),
+            pagerduty_url: "https://events.pagerduty.com/v2/enqueue".into(),
+            pagerduty_routing_key: String::new(),
+            smtp_host: String::new(),
+            smtp_port: 25,
+            smtp_tls: SmtpTls::Starttls,
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+            email_from: String::new(),
+            email_to: Vec::new(),
+            timeout_ms: 5000,
+            evaluate_interval_s: 10,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on the local machine or network).
+    None,
+    /// Plain connection upgraded with STARTTLS, which the relay must offer.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// One threshold rule: `metric` above (or below) a value for at least `for_s` seconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    /// Names the alert (`threshold:<name>`); unique among the rules.
+    pub name: String,
+    /// One of `observe::alerts::METRICS`.
+    pub metric: String,
+    /// The condition: the sample is strictly above or strictly below this. Exactly one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// How long the condition must hold before the alert fires, in seconds.
+    #[serde(default)]
+    pub for_s: u64,
+    /// Severity of the alert.
+    #[serde(default = "warning")]
+    pub severity: crate::observe::alerts::Severity,
+}
+
+fn warning() -> crate::observe::alerts::Severity {
+    crate::observe::alerts::Severity::Warning
+}
+
+impl AlertsConfig {
+    /// Whether email alerts are configured.
+    pub fn email_enabled(&self) -> bool {
+        !self.email_to.is_empty()
+    }
+}
+
+impl Config {
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
+        let a = &self.alerts;
+        let http_url = |u: &str| {
+            u.parse::<http::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|h| !h.is_empty())
+            })
+        };
+        for (k, u) in [
+            ("alerts.webhook_url", &a.webhook_url),
+            ("alerts.slack_webhook_url", &a.slack_webhook_url),
+        ] {
+            if !u.is_empty() && !http_url(u) {
+                return bad(k, "must be an http:// or https:// URL (or empty)");
+            }
+        }
+        if !a.pagerduty_routing_key.is_empty() && !http_url(&a.pagerduty_url) {
+            return bad("alerts.pagerduty_url", "must be an http:// or https:// URL");
+        }
+        if a.email_enabled() {
+            if a.smtp_host.is_empty() {
+                return bad("alerts.smtp_host", "email_to needs an SMTP host");
+            }
+            if a.email_from.is_empty() {
+                return bad("alerts.email_from", "email_to needs a sender address");
+            }
+        }
+        if !a.email_from.is_empty() && a.email_from.parse::<lettre::message::Mailbox>().is_err() {
+            return bad("alerts.email_from", "not an email address");
+        }
+        for (i, to) in a.email_to.iter().enumerate() {
+            if to.parse::<lettre::message::Mailbox>().is_err() {
+                return bad(&format!("alerts.email_to[{i}]"), "not an email address");
+            }
+        }
+        if !a.smtp_host.is_empty() && a.smtp_port == 0 {
+            return bad("alerts.smtp_port", "must be between 1 and 65535");
+        }
+        if a.smtp_username.is_empty() != a.smtp_password.is_empty() {
+            return bad(
+                "alerts.smtp_password",
+                "set both smtp_username and smtp_password, or neither",
+            );
+        }
+        if a.timeout_ms == 0 {
+            return bad("alerts.timeout_ms", "must be at least 1 ms");
+        }
+        if a.evaluate_interval_s == 0 {
+            return bad("alerts.evaluate_interval_s", "must be at least 1 second");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in a.rules.iter().enumerate() {
+            let key = |f: &str| format!("alerts.rules[{i}].{f}");
+            if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(&key("name"), "must be a non-empty word");
+            }
+            if !names.insert(r.name.as_str()) {
+                return bad(&key("name"), "rule names must be unique");
+            }
+            if !crate::observe::alerts::METRICS.contains(&r.metric.as_str()) {
+                return bad(
+                    &key("metric"),
+                    &format!(
+                        "unknown metric `{}`, expected one of {}",
+                        r.metric,
+                        crate::observe::alerts::METRICS.join(", ")
+                    ),
+                );
+            }
+            let (field, threshold) = match (r.above, r.below) {
+                (Some(t), None) => ("above", t),
+                (None, Some(t)) => ("below", t),
+                _ => return bad(&key("above"), "set exactly one of above and below"),
+            };
+            if !threshold.is_finite() {
+                return bad(&key(field), "the threshold must be a finite number");
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- end of [alerts] ------------------------------------------------------------------------
+
 /// Applies `STRATA_<SECTION>_<KEY>=value` variables. The section is the first word after
 /// `STRATA_`; the rest, lower-cased, is the key. An unknown key in a known section is an error
 /// (it names the key); variables whose first word is not a section are left alone. Values are read as TOML literals (numbers,
@@ -669,7 +963,9 @@ fn apply_env(
     root: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["server", "http", "l1", "l2", "database", "log"];
+    const SECTIONS: &[&str] = &[
+        "server", "http", "l1", "l2", "database", "health", "breaker", "alerts", "log",
+    ];
     let defaults = Config::default().to_table();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("STRATA_") else {

@@ -105,6 +105,7 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
             l2.start();
         }
         strata::command::query::start(&app);
+        app.start_alert_rules();
         let listener = match strata::server::bind(&app).await {
             Ok(l) => l,
             Err(e) => {

@@ -161,7 +161,7 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
 fn source_name(db: &Database, s: Source) -> String {
     match s {
         Source::Primary => "primary".into(),
-        Source::Replica(i) => format!("replica:{}", db.replicas[i].name),
+        Source::Replica(i) => format!("replica:{}", db.instances[i].name),
     }
 }
 
@@ -173,6 +173,7 @@ pub async fn run(app: &App, session: &mut Session, out: &mut Reply, idx: usize, 
         "query" => query(app, session, out, args).await,
         "db.status" => status(app, out),
         "db.track" => track(app, out, args).await,
+        "db.failover" => failover(app, out, args).await,
         _ => out.error("ERR unknown database command"),
     }
     let took = start.elapsed();
@@ -519,74 +520,138 @@ async fn follow_announcements(app: Arc<App>, l2: Arc<crate::cache::l2::L2>) {
     }
 }
 
-/// DB.STATUS: one entry per instance (primary first) with its role, health, lag, the weight in
-/// force, CPU, response time and pool statistics; a map in RESP3, a flat array in RESP2.
+/// DB.STATUS: one entry per instance (in configuration order) with its role, health, lag, the
+/// weight in force, breaker, last check, CPU, response time and pool statistics, then the recent
+/// role changes; a map in RESP3, a flat array in RESP2.
 fn status(app: &App, out: &mut Reply) {
     let Some(db) = &app.db else {
         return out.error(NO_DATABASE);
     };
-    let all: Vec<_> = db.instances().collect();
-    let candidates: Vec<_> = db.replicas.iter().map(|r| r.candidate()).collect();
-    out.array(all.len());
-    for inst in all {
+    let candidates: Vec<_> = db.replicas().map(|r| r.candidate()).collect();
+    let changes: Vec<String> = db.roles.read().changes.iter().cloned().collect();
+    let now_lsn = db
+        .history
+        .latest_before(std::time::Instant::now())
+        .map(|s| s.1);
+    out.array(db.instances.len() + 1);
+    for inst in db.instances() {
+        let primary = db.is_primary(inst.index);
         let sample = inst.lag.sample();
-        let reads = inst.pools.stats(Role::Read);
-        let mut fields: Vec<(&str, String)> =
-            vec![("name", inst.name.clone()), ("role", inst.role().into())];
-        match inst.replica {
-            Some(_) => {
-                let up = sample.is_some() && !inst.lag.is_down();
-                fields.push(("status", if up { "up" } else { "down" }.into()));
-                fields.push((
-                    "lag_ms",
-                    sample.map_or("-".into(), |s| s.lag.as_millis().to_string()),
-                ));
-                fields.push((
-                    "sample_age_ms",
-                    sample.map_or("-".into(), |s| s.at.elapsed().as_millis().to_string()),
-                ));
-                fields.push(("replay_lsn", lsn_or_dash(sample.map(|s| s.replay_lsn))));
-                fields.push(("weight", inst.weight.to_string()));
-                fields.push((
-                    "effective_weight",
-                    format!(
-                        "{:.2}",
-                        crate::db::balancer::effective_weight(&inst.candidate(), &candidates)
-                    ),
-                ));
-            }
-            None => {
-                fields.push((
-                    "status",
-                    if inst.lag.is_down() { "down" } else { "up" }.into(),
-                ));
-                let listener = db.listener.lock();
-                let (state, pid) = match listener.as_ref() {
-                    Some(l) if l.is_connected() => (
-                        "connected",
-                        l.backend_pid().map_or("-".into(), |p| p.to_string()),
-                    ),
-                    Some(_) => ("connecting", "-".into()),
-                    None => ("off", "-".into()),
-                };
-                fields.push(("listener", state.into()));
-                fields.push(("listener_pid", pid));
-                fields.push((
-                    "wal_lsn",
-                    lsn_or_dash(
-                        db.history
-                            .latest_before(std::time::Instant::now())
-                            .map(|s| s.1),
-                    ),
-                ));
-            }
+        let pools = inst.pools();
+        let reads = pools.stats(Role::Read);
+        let check = inst.health.last();
+        let mut fields: Vec<(&str, String)> = vec![
+            ("name", inst.name.clone()),
+            ("role", db.role_of(inst.index).into()),
+            (
+                "status",
+                if inst.in_rotation() { "up" } else { "down" }.into(),
+            ),
+            (
+                "health",
+                match &check {
+                    None => "unchecked".into(),
+                    Some(r) if r.ok() => "ok".into(),
+                    Some(r) => format!("failing: {}", r.error.as_deref().unwrap_or("")),
+                },
+            ),
+            (
+                "last_check",
+                check.as_ref().map_or("-".into(), |r| {
+                    humantime::format_rfc3339_millis(r.at).to_string()
+                }),
+            ),
+            (
+                "check_ms",
+                check.as_ref().map_or("-".into(), |r| {
+                    format!("{:.3}", r.took.as_secs_f64() * 1000.0)
+                }),
+            ),
+            (
+                "in_recovery",
+                check
+                    .as_ref()
+                    .filter(|r| r.ok())
+                    .map_or("-".into(), |r| r.in_recovery.to_string()),
+            ),
+            (
+                "timeline",
+                check
+                    .as_ref()
+                    .and_then(|r| r.timeline)
+                    .map_or("-".into(), |t| t.to_string()),
+            ),
+            (
+                "breaker",
+                inst.breaker.lock().state(super::unix_ms()).name().into(),
+            ),
+        ];
+        if primary {
+            let listener = db.listener.lock();
+            let (state, pid) = match listener.as_ref() {
+                Some(l) if l.is_connected() => (
+                    "connected",
+                    l.backend_pid().map_or("-".into(), |p| p.to_string()),
+                ),
+                Some(_) => ("connecting", "-".into()),
+                None => ("off", "-".into()),
+            };
+            fields.push(("listener", state.into()));
+            fields.push(("listener_pid", pid));
+            fields.push(("wal_lsn", lsn_or_dash(now_lsn)));
+        } else {
+            let lag = crate::db::health::replica_lag(db, inst);
+            fields.push((
+                "lag_ms",
+                lag.map_or("-".into(), |l| l.as_millis().to_string()),
+            ));
+            fields.push((
+                "lag_bytes",
+                match (sample, now_lsn) {
+                    (Some(s), Some(p)) => p.saturating_sub(s.replay_lsn).to_string(),
+                    _ => "-".into(),
+                },
+            ));
+            fields.push((
+                "sample_age_ms",
+                sample.map_or("-".into(), |s| s.at.elapsed().as_millis().to_string()),
+            ));
+            fields.push(("replay_lsn", lsn_or_dash(sample.map(|s| s.replay_lsn))));
+            fields.push((
+                "receive_lsn",
+                lsn_or_dash(check.as_ref().filter(|r| r.in_recovery).and_then(|r| r.lsn)),
+            ));
+            fields.push((
+                "wal_receiver",
+                match check.as_ref().filter(|r| r.ok()) {
+                    None => "-".into(),
+                    Some(r) => match &r.receiver {
+                        Some(w) => format!("{} from {}:{}", w.status, w.sender_host, w.sender_port),
+                        None => "none".into(),
+                    },
+                },
+            ));
+            let repair = inst.health.repair.lock().clone();
+            fields.push(("repoints", repair.repoints.to_string()));
+            fields.push(("resyncs", repair.resyncs.to_string()));
+            fields.push((
+                "last_resync",
+                repair.last_resync.unwrap_or_else(|| "-".into()),
+            ));
+            fields.push(("weight", inst.weight.to_string()));
+            fields.push((
+                "effective_weight",
+                format!(
+                    "{:.2}",
+                    crate::db::balancer::effective_weight(&inst.candidate(), &candidates)
+                ),
+            ));
         }
-        fields.push((
-            "cpu",
-            inst.cpu
-                .lock()
-                .map_or("-".into(), |c| format!("{:.1}", c * 100.0)),
-        ));
+        let (mem, disk) = *inst.health.node.lock();
+        let pct = |v: Option<f64>| v.map_or("-".into(), |c| format!("{:.1}", c * 100.0));
+        fields.push(("cpu", pct(*inst.cpu.lock())));
+        fields.push(("mem", pct(mem)));
+        fields.push(("disk", pct(disk)));
         fields.push((
             "ewma_ms",
             inst.ewma.value().map_or("-".into(), |v| format!("{v:.3}")),
@@ -603,8 +668,8 @@ fn status(app: &App, out: &mut Reply) {
         fields.push(("pool_idle", reads.idle.to_string()));
         fields.push(("pool_in_use", reads.in_use.to_string()));
         fields.push(("pool_waiting", reads.waiting.to_string()));
-        if inst.replica.is_none() {
-            let writes = inst.pools.stats(Role::Write);
+        if primary {
+            let writes = pools.stats(Role::Write);
             fields.push(("write_pool_size", writes.size.to_string()));
             fields.push(("write_pool_in_use", writes.in_use.to_string()));
             fields.push(("write_pool_waiting", writes.waiting.to_string()));
@@ -614,6 +679,62 @@ fn status(app: &App, out: &mut Reply) {
             out.bulk(k.as_bytes());
             out.bulk(v.as_bytes());
         }
+    }
+    out.map(2);
+    out.bulk(b"failovers");
+    out.bulk(db.failovers.load(Ordering::Relaxed).to_string().as_bytes());
+    out.bulk(b"role_changes");
+    out.array(changes.len());
+    for c in changes {
+        out.bulk(c.as_bytes());
+    }
+}
+
+/// The L2 key of the failover lease: only its holder promotes a replica.
+const LEASE_KEY: &str = "strata:db:failover-lease";
+
+/// Takes the failover lease for `ttl`, or renews it if this instance holds it already.
+async fn take_lease(l2: &Arc<crate::cache::l2::L2>, id: &str, ttl: Duration) -> bool {
+    let ms = ttl.as_millis().max(1) as u64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(LEASE_KEY)
+        .arg(id)
+        .arg("NX")
+        .arg("PX")
+        .arg(ms)
+        .cmd("GET")
+        .arg(LEASE_KEY);
+    match l2.run(0, false, false, &pipe).await {
+        Ok((values, _)) => match values.get(1) {
+            Some(redis::Value::BulkString(holder)) if holder.as_slice() == id.as_bytes() => {
+                let mut renew = redis::pipe();
+                renew.cmd("PEXPIRE").arg(LEASE_KEY).arg(ms);
+                let _ = l2.run(0, false, false, &renew).await;
+                true
+            }
+            _ => false,
+        },
+        // L2 unreachable: acting alone could make two primaries; wait for it.
+        Err(_) => false,
+    }
+}
+
+/// DB.FAILOVER [TO <name>]: a planned switchover (docs/operations.md).
+async fn failover(app: &App, out: &mut Reply, args: &[Bytes]) {
+    let Some(db) = &app.db else {
+        return out.error(NO_DATABASE);
+    };
+    let to = match args.len() {
+        1 => None,
+        3 if args[1].eq_ignore_ascii_case(b"TO") => {
+            Some(String::from_utf8_lossy(&args[2]).into_owned())
+        }
+        _ => return out.error("ERR syntax error"),
+    };
+    match crate::db::failover::switchover(db, to.as_deref()).await {
+        Ok(text) => out.bulk(text.as_bytes()),
+        Err(e) => out.error(&format!("ERR switchover failed: {e}")),
     }
 }
 
@@ -649,7 +770,22 @@ pub fn start(app: &Arc<App>) {
     };
     if let Some(l2) = &app.l2 {
         tokio::spawn(follow_announcements(app.clone(), l2.clone()));
+        let (l2, id) = (l2.clone(), app.run_id.clone());
+        let lease: crate::db::health::Lease = Arc::new(move |ttl: Duration| {
+            let (l2, id) = (l2.clone(), id.clone());
+            Box::pin(async move { take_lease(&l2, &id, ttl).await })
+        });
+        let _ = db.lease.set(lease);
     }
+    let weak = Arc::downgrade(app);
+    let _ = db.on_roles_changed.set(Box::new(move |lsn| {
+        let Some(app) = weak.upgrade() else {
+            return;
+        };
+        // Results cached before may reflect writes the new timeline lost.
+        app.queries.flush(lsn);
+        tokio::spawn(async move { announce(&app, &[], lsn, true).await });
+    }));
     db.start(app.shutdown_signal());
     let on_notify = {
         let app = app.clone();

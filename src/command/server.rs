@@ -377,13 +377,13 @@ fn database_info(app: &App) -> String {
                 .sample()
                 .map_or("-".to_string(), |l| l.lag.as_millis().to_string());
             // The server's pools together (a replica has only a read pool).
-            let p = inst.pools.totals();
+            let p = inst.pools().totals();
             let _ = write!(
                 s,
                 "db{i}:name={},role={},status={},lag_ms={lag},queries={},errors={},pool_size={},pool_idle={},pool_in_use={},pool_waiting={},pool_timeouts={},pool_wait_p50_us={},pool_wait_p99_us={}\r\n",
                 inst.name,
-                inst.role(),
-                if inst.lag.is_down() { "down" } else { "up" },
+                db.role_of(inst.index),
+                if inst.in_rotation() { "up" } else { "down" },
                 inst.stats.queries.load(Ordering::Relaxed),
                 inst.stats.errors.load(Ordering::Relaxed),
                 p.size,

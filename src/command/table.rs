@@ -324,6 +324,7 @@ pub static COMMANDS: &[Command] = &[
     // The database tier (Strata's own)
     cmd("query", -2, DATABASE | NOSCRIPT, NOKEY, &["slow"], "database", "Runs an SQL statement: reads through the cache from replicas, writes on the primary.", query::not_in_transaction),
     cmd("db.status", 1, DATABASE | NOSCRIPT | LOCAL, NOKEY, &["admin", "slow"], "database", "Shows each PostgreSQL instance: role, lag, weight, CPU, response time, pools.", query::not_in_transaction),
+    cmd("db.failover", -1, DATABASE | NOSCRIPT | ADMIN, NOKEY, &["admin", "slow", "dangerous"], "database", "Planned switchover: fences the primary, promotes a caught-up replica, rejoins the old primary.", query::not_in_transaction),
     cmd("db.track", -2, DATABASE | NOSCRIPT | ADMIN, NOKEY, &["admin", "slow", "dangerous"], "database", "Installs triggers so that writes made outside Strata invalidate the cache.", query::not_in_transaction),
     container("object", -2, 0, S_KEY, "generic", "A container for object introspection commands.", keys::OBJECT),
     // Pub/sub

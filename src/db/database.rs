@@ -170,32 +170,62 @@ pub struct InstanceStats {
     pub usec: AtomicU64,
 }
 
-/// One PostgreSQL server.
+/// One PostgreSQL server. Its role is not its own: `Database::roles` says which instance is
+/// the primary now, and a failover changes it.
 pub struct Instance {
+    /// Its place in `Database::instances` (the configured primary is 0).
+    pub index: usize,
     pub name: String,
-    pub replica: Option<usize>,
     pub weight: u32,
     pub metrics_url: String,
     pub pg: tokio_postgres::Config,
-    pub pools: Arc<ServerPools>,
+    /// The same server as `database.admin_user` (health checks, promotion, repointing).
+    pub admin: tokio_postgres::Config,
+    /// Where it listens, as replicas reach it (host, port), from its URL.
+    pub host: String,
+    pub port: u16,
+    /// Replaced when the instance changes role (a replica has no write pool).
+    pools: parking_lot::RwLock<Arc<ServerPools>>,
     pub lag: ReplicaState,
+    pub health: super::health::HealthState,
+    pub breaker: Mutex<crate::guard::breaker::Breaker>,
     pub ewma: Ewma,
     /// Busy CPU fraction from the instance's metrics URL (None: unknown).
     pub cpu: Mutex<Option<f64>>,
     pub stats: InstanceStats,
-    latency: prometheus_client::metrics::histogram::Histogram,
+    latency: prometheus_client::metrics::family::Family<
+        DbLabel,
+        prometheus_client::metrics::histogram::Histogram,
+    >,
 }
 
 impl Instance {
-    pub fn role(&self) -> &'static str {
-        if self.replica.is_some() {
-            "replica"
-        } else {
-            "primary"
+    /// Its connection pools (a snapshot: a role change installs new ones).
+    pub fn pools(&self) -> Arc<ServerPools> {
+        self.pools.read().clone()
+    }
+
+    /// Whether its breaker lets client traffic through (HALF_OPEN's trial is the background
+    /// check's, never a client's).
+    pub fn breaker_closed(&self) -> bool {
+        self.breaker.lock().state(crate::command::unix_ms()) == crate::guard::breaker::State::Closed
+    }
+
+    /// Counts a call's outcome for the breaker (only failures of the server, not SQL errors).
+    pub fn breaker_record(&self, ok: bool) {
+        let now = crate::command::unix_ms();
+        let mut b = self.breaker.lock();
+        if b.state(now) == crate::guard::breaker::State::Closed {
+            b.record(now, ok);
         }
     }
 
-    fn observe(&self, started: Instant, ok: bool) {
+    /// Whether it may get traffic at all: its checks pass and its breaker is closed.
+    pub fn in_rotation(&self) -> bool {
+        !self.lag.is_down() && self.health.healthy() && self.breaker_closed()
+    }
+
+    fn observe(&self, role: &'static str, started: Instant, ok: bool) {
         let took = started.elapsed();
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -204,14 +234,19 @@ impl Instance {
         if !ok {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency.observe(took.as_secs_f64());
+        self.latency
+            .get_or_create(&DbLabel {
+                instance: self.name.clone(),
+                role: role.into(),
+            })
+            .observe(took.as_secs_f64());
         self.ewma.observe(took.as_secs_f64() * 1000.0);
     }
 
     /// The balancer's view of this replica.
     pub fn candidate(&self) -> Candidate {
         Candidate {
-            id: self.replica.unwrap_or(usize::MAX),
+            id: self.index,
             weight: self.weight,
             cpu: *self.cpu.lock(),
             ewma_ms: self.ewma.value(),
@@ -235,8 +270,24 @@ pub struct ReadOpts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Primary,
+    /// A replica, by instance index.
     Replica(usize),
 }
+
+/// Who is the primary now, and what changed lately.
+#[derive(Debug, Default)]
+pub struct Roles {
+    /// The writable primary's index; `None` while none is (failover or switchover under way).
+    pub primary: Option<usize>,
+    /// The last role changes, newest last (DB.STATUS).
+    pub changes: std::collections::VecDeque<String>,
+    /// Role changes since start.
+    pub epoch: u64,
+}
+
+/// Called after the roles changed (a failover, a switchover, a change made outside Strata):
+/// the new primary's WAL position, from which cached results must be proven again.
+pub type OnRolesChanged = Box<dyn Fn(u64) + Send + Sync>;
 
 /// A write's outcome: its reply, and what it invalidated.
 pub struct Written {
@@ -252,9 +303,23 @@ pub struct Written {
 }
 
 pub struct Database {
-    pub primary: Instance,
-    pub replicas: Vec<Instance>,
+    /// Every instance, in configuration order (the configured primary first).
+    pub instances: Vec<Instance>,
+    pub roles: parking_lot::RwLock<Roles>,
     pub history: PrimaryHistory,
+    pub health: crate::config::HealthConfig,
+    settings: PoolSettings,
+    /// The shutdown signal the background tasks (and pools created later) watch.
+    shutdown: Mutex<Option<watch::Receiver<bool>>>,
+    /// Set by the command layer: what to do after a role change.
+    pub on_roles_changed: std::sync::OnceLock<OnRolesChanged>,
+    /// Where notifications go (set at start).
+    pub alerts: std::sync::OnceLock<Arc<crate::observe::alerts::Alerts>>,
+    /// Serializes failovers and switchovers.
+    pub switching: tokio::sync::Mutex<()>,
+    /// The shared lease a failover needs when several instances share L2.
+    pub lease: std::sync::OnceLock<super::health::Lease>,
+    pub failovers: AtomicU64,
     balancer: Balancer,
     pub catalog: Catalog,
     search_path: OnceCell<SearchPath>,
@@ -269,8 +334,6 @@ pub struct Database {
     /// replica has replayed past a connection's write).
     pub last_write_lsn: AtomicU64,
     pub probes: AtomicU64,
-    /// DB.TRACK's administrative connection settings (triggers need a superuser).
-    admin: tokio_postgres::Config,
     /// The LISTEN loop for DB.TRACK notifications.
     pub listener: Mutex<Option<super::track::ListenerHandle>>,
 }
@@ -307,7 +370,12 @@ pub fn pg_config(
 }
 
 impl Database {
-    pub fn new(cfg: &DatabaseConfig, series: &DbSeries) -> Arc<Database> {
+    pub fn new(
+        cfg: &DatabaseConfig,
+        health: &crate::config::HealthConfig,
+        breaker: &crate::config::BreakerConfig,
+        series: &DbSeries,
+    ) -> Arc<Database> {
         let settings = PoolSettings {
             min: cfg.pool_min,
             max: cfg.pool_max,
@@ -317,46 +385,57 @@ impl Database {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             statement_timeout_ms: cfg.statement_timeout_ms,
         };
-        let instance = |inst: &InstanceConfig, replica: Option<usize>| {
+        let breaker = crate::guard::breaker::Settings {
+            failure_ratio: breaker.failure_rate,
+            window_s: breaker.window_s.max(1),
+            min_calls: breaker.min_calls.max(1),
+            open_ms: breaker.open_s.max(1) * 1000,
+        };
+        let instance = |index: usize, inst: &InstanceConfig| {
             let pg = pg_config(cfg, inst, false);
+            let (host, port) = host_port(&pg);
             Instance {
+                index,
                 name: inst.name.clone(),
-                replica,
                 weight: inst.weight,
                 metrics_url: inst.metrics_url.clone(),
-                pools: ServerPools::new(
+                pools: parking_lot::RwLock::new(ServerPools::new(
                     &inst.name,
                     pg.clone(),
-                    replica.is_none(),
+                    index == 0,
                     settings.clone(),
-                ),
+                )),
+                admin: pg_config(cfg, inst, true),
+                host,
+                port,
                 pg,
                 lag: ReplicaState::default(),
+                health: super::health::HealthState::default(),
+                breaker: Mutex::new(crate::guard::breaker::Breaker::new(breaker)),
                 ewma: Ewma::default(),
                 cpu: Mutex::new(None),
                 stats: InstanceStats::default(),
-                latency: series
-                    .latency
-                    .get_or_create(&DbLabel {
-                        instance: inst.name.clone(),
-                        role: if replica.is_some() {
-                            "replica"
-                        } else {
-                            "primary"
-                        }
-                        .into(),
-                    })
-                    .clone(),
+                latency: series.latency.clone(),
             }
         };
         Arc::new(Database {
-            primary: instance(&cfg.primary, None),
-            replicas: cfg
-                .replicas
-                .iter()
+            instances: std::iter::once(&cfg.primary)
+                .chain(&cfg.replicas)
                 .enumerate()
-                .map(|(i, r)| instance(r, Some(i)))
+                .map(|(i, c)| instance(i, c))
                 .collect(),
+            roles: parking_lot::RwLock::new(Roles {
+                primary: Some(0),
+                ..Roles::default()
+            }),
+            health: health.clone(),
+            settings: settings.clone(),
+            shutdown: Mutex::new(None),
+            on_roles_changed: std::sync::OnceLock::new(),
+            alerts: std::sync::OnceLock::new(),
+            switching: tokio::sync::Mutex::new(()),
+            lease: std::sync::OnceLock::new(),
+            failovers: AtomicU64::new(0),
             history: PrimaryHistory::default(),
             balancer: Balancer::new(),
             catalog: Catalog::new(10_000),
@@ -372,37 +451,152 @@ impl Database {
             metrics_interval: Duration::from_millis(cfg.metrics_interval_ms),
             last_write_lsn: AtomicU64::new(0),
             probes: AtomicU64::new(0),
-            admin: pg_config(cfg, &cfg.primary, true),
             listener: Mutex::new(None),
         })
     }
 
-    /// Every instance, the primary first.
+    /// Every instance, in configuration order.
     pub fn instances(&self) -> impl Iterator<Item = &Instance> {
-        std::iter::once(&self.primary).chain(&self.replicas)
+        self.instances.iter()
     }
 
-    pub fn instance(&self, target: Target) -> &Instance {
+    /// The primary's index now (`None` while no instance is the writable primary).
+    pub fn primary_index(&self) -> Option<usize> {
+        self.roles.read().primary
+    }
+
+    /// The primary now.
+    pub fn primary(&self) -> Option<&Instance> {
+        self.primary_index().map(|i| &self.instances[i])
+    }
+
+    pub fn is_primary(&self, index: usize) -> bool {
+        self.primary_index() == Some(index)
+    }
+
+    /// "primary" or "replica", as the roles stand now.
+    pub fn role_of(&self, index: usize) -> &'static str {
+        if self.is_primary(index) {
+            "primary"
+        } else {
+            "replica"
+        }
+    }
+
+    /// The instances that are not the primary now.
+    pub fn replicas(&self) -> impl Iterator<Item = &Instance> {
+        let primary = self.primary_index();
+        self.instances
+            .iter()
+            .filter(move |i| Some(i.index) != primary)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// The instance a target names; `None` for the primary while there is none.
+    pub fn instance(&self, target: Target) -> Option<&Instance> {
         match target {
-            Target::Primary => &self.primary,
-            Target::Replica(i) => &self.replicas[i],
+            Target::Primary => self.primary(),
+            Target::Replica(i) => self.instances.get(i),
         }
     }
 
-    /// Starts the background work: pool maintenance, lag probes, CPU scrapes.
+    /// The writable primary, or why there is none: writes fail fast while the primary is
+    /// unreachable, its breaker is open, or a failover is under way.
+    pub fn writable_primary(&self) -> Result<&Instance, DbError> {
+        let Some(p) = self.primary() else {
+            return Err(DbError::Unavailable(
+                "no writable primary (a failover or switchover is under way)".into(),
+            ));
+        };
+        if let Some(since) = p.health.unreachable_since() {
+            let after = self.health.failover_after_s;
+            let down = since.elapsed().as_secs();
+            let plan = match self.health.mode {
+                crate::config::HealthMode::Builtin => {
+                    format!("failover after {after} s")
+                }
+                crate::config::HealthMode::External => "failover is external".into(),
+            };
+            return Err(DbError::Unavailable(format!(
+                "no writable primary: {} unreachable for {down} s ({plan})",
+                p.name
+            )));
+        }
+        if !p.breaker_closed() {
+            return Err(DbError::Unavailable(format!(
+                "no writable primary: the circuit breaker of {} is open",
+                p.name
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Makes `new` the primary (`None`: no writable primary for now): new pools for the
+    /// instances whose role changed, the lag history restarted, the LISTEN loop retargeted.
+    pub fn set_primary(&self, new: Option<usize>, why: &str) {
+        let old = {
+            let mut roles = self.roles.write();
+            let old = roles.primary;
+            if old == new {
+                return;
+            }
+            roles.primary = new;
+            roles.epoch += 1;
+            let stamp = chrono_now();
+            let name =
+                |i: Option<usize>| i.map_or("none".to_string(), |i| self.instances[i].name.clone());
+            roles.changes.push_back(format!(
+                "{stamp} primary {} -> {}: {why}",
+                name(old),
+                name(new)
+            ));
+            while roles.changes.len() > 16 {
+                roles.changes.pop_front();
+            }
+            old
+        };
+        for i in [old, new].into_iter().flatten() {
+            let inst = &self.instances[i];
+            let pools = ServerPools::new(
+                &inst.name,
+                inst.pg.clone(),
+                Some(i) == new,
+                self.settings.clone(),
+            );
+            if let Some(shutdown) = self.shutdown.lock().clone() {
+                pools.spawn_maintenance(shutdown);
+            }
+            *inst.pools.write() = pools;
+        }
+        if let Some(p) = new {
+            self.history.reset();
+            if let Some(l) = self.listener.lock().as_ref() {
+                let mut pg = self.instances[p].pg.clone();
+                pg.application_name("strata-listen");
+                l.set_target(pg);
+            }
+            self.instances[p].lag.record_up();
+        }
+        tracing::warn!(old = ?old.map(|i| &self.instances[i].name), new = ?new.map(|i| &self.instances[i].name), why, "primary changed");
+    }
+
+    /// Starts the background work: pool maintenance, lag probes, health checks, CPU scrapes.
     pub fn start(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        *self.shutdown.lock() = Some(shutdown.clone());
         for inst in self.instances() {
-            inst.pools.spawn_maintenance(shutdown.clone());
+            inst.pools().spawn_maintenance(shutdown.clone());
         }
-        tokio::spawn(probe_primary(self.clone(), shutdown.clone()));
-        for i in 0..self.replicas.len() {
-            tokio::spawn(probe_replica(self.clone(), i, shutdown.clone()));
-        }
-        for (i, inst) in self.instances().enumerate() {
-            if !inst.metrics_url.is_empty() {
+        for i in 0..self.instances.len() {
+            tokio::spawn(probe(self.clone(), i, shutdown.clone()));
+            tokio::spawn(super::health::check_loop(self.clone(), i, shutdown.clone()));
+            if !self.instances[i].metrics_url.is_empty() {
                 tokio::spawn(scrape_cpu(self.clone(), i, shutdown.clone()));
             }
         }
+        tokio::spawn(super::health::supervise(self.clone(), shutdown));
     }
 
     /// The statement's shape: classified once per distinct text (DDL forgets them all).
@@ -451,21 +645,33 @@ impl Database {
             now: Instant::now(),
         };
         let replicas: Vec<ReplicaView> = self
-            .replicas
-            .iter()
+            .replicas()
             .map(|r| ReplicaView {
                 sample: r.lag.sample(),
-                down: r.lag.is_down(),
+                down: !r.in_rotation() || !r.health.is_replica(),
                 candidate: r.candidate(),
             })
             .collect();
         choose(&replicas, &needs, &self.balancer)
     }
 
+    /// How often the fast lag probe runs.
+    pub fn lag_probe_period(&self) -> Duration {
+        self.lag_probe
+    }
+
+    /// Tells the command layer the roles changed (it drops the cached QUERY results: they may
+    /// reflect writes the new primary's timeline lost).
+    pub async fn roles_changed(&self) {
+        let lsn = self.primary_lsn().await;
+        if let Some(f) = self.on_roles_changed.get() {
+            f(lsn);
+        }
+    }
+
     /// Whether every replica has replayed past `lsn` (read-your-writes can end).
     pub fn replicas_past(&self, lsn: u64) -> bool {
-        self.replicas
-            .iter()
+        self.replicas()
             .all(|r| r.weight == 0 || r.lag.sample().is_some_and(|s| s.replay_lsn >= lsn))
     }
 
@@ -490,23 +696,36 @@ impl Database {
         shape: Arc<Shape>,
         opts: &ReadOpts,
     ) -> Result<ReadConn<'_>, DbError> {
-        let target = self.route_read(opts);
-        let (target, conn) = match self.connect(target, Role::Read, opts.priority).await {
-            Ok(c) => (target, c),
-            Err(e) if target != Target::Primary => {
-                // The replica failed: out of rotation until its probe passes, and the read
-                // goes to the primary.
-                self.instance(target).lag.record_failure();
-                tracing::warn!(instance = %self.instance(target).name, error = %e, "replica unusable, reading from the primary");
-                (
-                    Target::Primary,
-                    self.connect(Target::Primary, Role::Read, opts.priority)
-                        .await?,
-                )
+        let mut target = self.route_read(opts);
+        let mut tried = Vec::new();
+        let (at, conn) = loop {
+            let at = match target {
+                Target::Replica(i) => &self.instances[i],
+                Target::Primary => self.read_primary()?,
+            };
+            match self.connect(at, Role::Read, opts.priority).await {
+                Ok(c) => break (at, c),
+                Err(e) if matches!(target, Target::Replica(_)) => {
+                    // The replica failed: out of rotation until its probe passes; the read
+                    // goes to another eligible replica, else the primary.
+                    at.lag.record_failure();
+                    tracing::warn!(instance = %at.name, error = %e, "replica unusable, reading elsewhere");
+                    tried.push(at.index);
+                    target = self.route_read(opts);
+                    if let Target::Replica(i) = target {
+                        if tried.contains(&i) {
+                            target = Target::Primary;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
-        let at = self.instance(target);
+        let target = if self.is_primary(at.index) {
+            Target::Primary
+        } else {
+            Target::Replica(at.index)
+        };
         // The position the replica had replayed before this read started: what it proves.
         let proof = match target {
             Target::Primary => u64::MAX,
@@ -521,6 +740,7 @@ impl Database {
             db: self,
             shape,
             target,
+            at,
             conn,
             proof,
             tags,
@@ -528,17 +748,33 @@ impl Database {
         })
     }
 
+    /// The primary for a read no replica can serve.
+    fn read_primary(&self) -> Result<&Instance, DbError> {
+        match self.primary() {
+            Some(p) if p.in_rotation() => Ok(p),
+            Some(p) => Err(DbError::Unavailable(format!(
+                "no replica can serve the read and the primary {} is unavailable",
+                p.name
+            ))),
+            None => Err(DbError::Unavailable(
+                "no replica can serve the read and there is no primary (failover under way)".into(),
+            )),
+        }
+    }
+
     async fn connect(
         &self,
-        target: Target,
+        inst: &Instance,
         role: Role,
         priority: Priority,
     ) -> Result<super::pool::Conn, DbError> {
-        let inst = self.instance(target);
-        inst.pools
-            .get(role, priority)
-            .await
-            .map_err(|e| pool_error(&inst.name, e))
+        let r = inst.pools().get(role, priority).await;
+        match &r {
+            Ok(_) => inst.breaker_record(true),
+            Err(PoolError::Exhausted { .. }) => {}
+            Err(_) => inst.breaker_record(false),
+        }
+        r.map_err(|e| pool_error(&inst.name, e))
     }
 
     /// The `table:` tags of a read and whether it calls something that is not immutable.
@@ -582,8 +818,8 @@ impl Database {
         args: &[Bytes],
         priority: Priority,
     ) -> Result<Written, DbError> {
-        let conn = self.connect(Target::Primary, Role::Write, priority).await?;
-        let at = &self.primary;
+        let at = self.writable_primary()?;
+        let conn = self.connect(at, Role::Write, priority).await?;
         let c = &shape.classified;
         let ddl = c.kind == Kind::Ddl;
         let (tags, flush_all) = if ddl || !c.parsed {
@@ -609,7 +845,8 @@ impl Database {
         };
         let started = Instant::now();
         let run = run_statement(&conn, &shape.sql, args, self.max_result_bytes).await;
-        at.observe(started, run.is_ok());
+        at.observe("primary", started, run.is_ok());
+        at.breaker_record(!matches!(run, Err(DbError::Unavailable(_))));
         let (rows, affected) = match run {
             Ok(r) => r,
             Err(e) => {
@@ -655,7 +892,10 @@ impl Database {
         on_reconnect: super::track::OnReconnect,
         shutdown: watch::Receiver<bool>,
     ) {
-        let mut pg = self.primary.pg.clone();
+        let Some(primary) = self.primary() else {
+            return;
+        };
+        let mut pg = primary.pg.clone();
         pg.application_name("strata-listen");
         *self.listener.lock() = Some(super::track::Listener::spawn(
             pg,
@@ -667,8 +907,9 @@ impl Database {
 
     /// DB.TRACK: installs the triggers (as the admin user) and returns the tables tracked.
     pub async fn track(&self, tables: &[String]) -> Result<Vec<String>, DbError> {
-        let name = &self.primary.name;
-        let (client, connection) = self
+        let primary = self.writable_primary()?;
+        let name = &primary.name;
+        let (client, connection) = primary
             .admin
             .connect(tokio_postgres::NoTls)
             .await
@@ -683,11 +924,11 @@ impl Database {
     /// The primary's current WAL position (a write that committed before this call is at or
     /// before it); the last probed position if the primary cannot be asked.
     pub async fn primary_lsn(&self) -> u64 {
-        let asked = match self
-            .connect(Target::Primary, Role::Write, Priority::Critical)
-            .await
-        {
-            Ok(conn) => current_lsn(conn.client()).await,
+        let asked = match self.writable_primary() {
+            Ok(p) => match self.connect(p, Role::Write, Priority::Critical).await {
+                Ok(conn) => current_lsn(conn.client()).await,
+                Err(_) => None,
+            },
             Err(_) => None,
         };
         asked
@@ -701,6 +942,7 @@ pub struct ReadConn<'a> {
     db: &'a Database,
     shape: Arc<Shape>,
     pub target: Target,
+    at: &'a Instance,
     conn: super::pool::Conn,
     /// The replay position the source had reached before the read (u64::MAX: the primary).
     pub proof: u64,
@@ -714,11 +956,16 @@ impl ReadConn<'_> {
     /// answers `DbError::IsWrite`: the caller runs it as one (on the primary, invalidating).
     pub async fn run(self, args: &[Bytes]) -> Result<(QueryResult, Source, u64), DbError> {
         let db = self.db;
-        let inst = db.instance(self.target);
+        let inst = self.at;
         let started = Instant::now();
         let sql = &self.shape.sql;
         let r = run_statement(&self.conn, sql, args, db.max_result_bytes).await;
-        inst.observe(started, r.is_ok());
+        let role = match self.target {
+            Target::Primary => "primary",
+            Target::Replica(_) => "replica",
+        };
+        inst.observe(role, started, r.is_ok());
+        inst.breaker_record(!matches!(r, Err(DbError::Unavailable(_))));
         let source = match self.target {
             Target::Primary => Source::Primary,
             Target::Replica(i) => Source::Replica(i),
@@ -833,26 +1080,33 @@ async fn current_lsn(client: &tokio_postgres::Client) -> Option<u64> {
 
 /// Keeps a dedicated connection to one instance for probes, reconnecting with backoff
 /// (1 s, 2 s, 4 s, then every 4 s).
-struct ProbeConn {
+pub(super) struct ProbeConn {
     pg: tokio_postgres::Config,
     client: Option<tokio_postgres::Client>,
+    /// Why the last attempt failed.
+    error: Option<String>,
     failures: u32,
     retry_at: Instant,
 }
 
 impl ProbeConn {
-    fn new(pg: &tokio_postgres::Config) -> ProbeConn {
+    pub(super) fn new(pg: &tokio_postgres::Config) -> ProbeConn {
         let mut pg = pg.clone();
         pg.application_name("strata-probe");
         ProbeConn {
             pg,
             client: None,
+            error: None,
             failures: 0,
             retry_at: Instant::now(),
         }
     }
 
-    async fn query_text(&mut self, sql: &str, timeout: Duration) -> Option<Vec<Option<String>>> {
+    pub(super) async fn query_text(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Option<Vec<Option<String>>> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
             if Instant::now() < self.retry_at {
@@ -864,7 +1118,11 @@ impl ProbeConn {
                     self.client = Some(client);
                     self.failures = 0;
                 }
-                _ => {
+                r => {
+                    self.error = Some(match r {
+                        Ok(Err(e)) => super::error_chain(&e),
+                        _ => format!("connect timed out after {} ms", timeout.as_millis()),
+                    });
                     self.failures += 1;
                     let backoff = [1, 2, 4][(self.failures as usize - 1).min(2)];
                     self.retry_at = Instant::now() + Duration::from_secs(backoff);
@@ -880,29 +1138,38 @@ impl ProbeConn {
                 }
                 _ => None,
             }),
-            _ => {
+            r => {
+                self.error = Some(match r {
+                    Ok(Err(e)) => super::error_chain(&e),
+                    _ => format!("no answer within {} ms", timeout.as_millis()),
+                });
                 self.client = None;
                 None
             }
         }
     }
+
+    /// Why the last connect or query failed.
+    pub(super) fn last_error(&self) -> Option<String> {
+        self.error.clone()
+    }
 }
 
 /// A periodic schedule (a late tick delays the next) that ends with the shutdown signal.
-struct Every {
+pub(super) struct Every {
     tick: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Every {
-    fn new(period: Duration, shutdown: watch::Receiver<bool>) -> Every {
+    pub(super) fn new(period: Duration, shutdown: watch::Receiver<bool>) -> Every {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Every { tick, shutdown }
     }
 
     /// Waits for the next tick; false once shutting down.
-    async fn next(&mut self) -> bool {
+    pub(super) async fn next(&mut self) -> bool {
         tokio::select! {
             _ = self.tick.tick() => true,
             _ = self.shutdown.changed() => false,
@@ -910,62 +1177,58 @@ impl Every {
     }
 }
 
-async fn probe_primary(db: Arc<Database>, shutdown: watch::Receiver<bool>) {
-    let mut conn = ProbeConn::new(&db.primary.pg);
-    let mut every = Every::new(db.lag_probe, shutdown);
-    while every.next().await {
-        let sent = Instant::now();
-        let row = conn
-            .query_text(
-                "SELECT pg_catalog.pg_current_wal_lsn()::text",
-                db.lag_probe * 4,
-            )
-            .await;
-        match row
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|t| parse_lsn(&t))
-        {
-            Some(lsn) => {
-                db.history.record(sent, lsn);
-                db.primary.lag.record_up();
-            }
-            None => db.primary.lag.record_failure(),
-        }
-    }
-}
-
-async fn probe_replica(db: Arc<Database>, i: usize, shutdown: watch::Receiver<bool>) {
-    let inst = &db.replicas[i];
+/// The fast lag probe of one instance, every `lag_probe_ms`: the primary's WAL position (its
+/// history is what replica lag is measured against), a replica's replay position. Whichever
+/// role the instance has when the probe runs.
+async fn probe(db: Arc<Database>, index: usize, shutdown: watch::Receiver<bool>) {
+    let inst = &db.instances[index];
     let mut conn = ProbeConn::new(&inst.pg);
     let mut every = Every::new(db.lag_probe, shutdown);
     while every.next().await {
         let sent = Instant::now();
         let row = conn
             .query_text(
-                "SELECT pg_catalog.pg_is_in_recovery()::text, pg_catalog.pg_last_wal_replay_lsn()::text",
+                "SELECT pg_catalog.pg_is_in_recovery()::text, \
+                 CASE WHEN pg_catalog.pg_is_in_recovery() \
+                 THEN pg_catalog.pg_last_wal_replay_lsn() \
+                 ELSE pg_catalog.pg_current_wal_lsn() END::text",
                 db.lag_probe * 4,
             )
             .await;
         db.probes.fetch_add(1, Ordering::Relaxed);
-        let replay = match row.as_deref() {
-            Some([Some(rec), Some(lsn)]) if rec == "true" => parse_lsn(lsn),
+        let parsed = match row.as_deref() {
+            Some([Some(rec), Some(lsn)]) => parse_lsn(lsn).map(|l| (rec == "true", l)),
             _ => None,
         };
-        match replay.and_then(|r| db.history.lag(r, sent).map(|lag| (r, lag))) {
-            Some((replay_lsn, lag)) => inst.lag.record(LagSample {
-                at: sent,
-                replay_lsn,
-                lag,
-            }),
-            None if row.is_none() || replay.is_none() => inst.lag.record_failure(),
-            None => {}
+        inst.health.probed(parsed.is_some());
+        // Probes count as calls for the breaker: an instance that stopped answering opens it
+        // even when no client traffic goes there.
+        inst.breaker_record(parsed.is_some());
+        let primary = db.is_primary(index);
+        match parsed {
+            Some((false, lsn)) if primary => {
+                db.history.record(sent, lsn);
+                inst.lag.record_up();
+            }
+            Some((true, replay_lsn)) if !primary => {
+                if let Some(lag) = db.history.lag(replay_lsn, sent) {
+                    inst.lag.record(LagSample {
+                        at: sent,
+                        replay_lsn,
+                        lag,
+                    });
+                }
+            }
+            // Reachable, but not in the role Strata has it in: the health check sorts it out.
+            Some(_) => inst.lag.record_up(),
+            None => inst.lag.record_failure(),
         }
     }
 }
 
 /// Every `metrics_interval_ms`, the instance's CPU from its node_exporter metrics.
 async fn scrape_cpu(db: Arc<Database>, index: usize, shutdown: watch::Receiver<bool>) {
-    let inst = db.instances().nth(index).expect("instance index");
+    let inst = &db.instances[index];
     let mut tracker = super::nodemetrics::CpuTracker::default();
     let mut every = Every::new(db.metrics_interval, shutdown);
     while every.next().await {
@@ -974,6 +1237,8 @@ async fn scrape_cpu(db: Arc<Database>, index: usize, shutdown: watch::Receiver<b
                 if let Some(busy) = tracker.update(&sample) {
                     *inst.cpu.lock() = Some(busy);
                 }
+                *inst.health.node.lock() =
+                    (sample.mem_used_fraction(), sample.disk_used_fraction());
             }
             Err(e) => {
                 tracing::debug!(instance = %inst.name, error = %e, "metrics scrape failed");
@@ -981,6 +1246,20 @@ async fn scrape_cpu(db: Arc<Database>, index: usize, shutdown: watch::Receiver<b
             }
         }
     }
+}
+
+/// The host and port a config names (its first host; 5432 by default).
+fn host_port(pg: &tokio_postgres::Config) -> (String, u16) {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    (host, pg.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// Now, as RFC 3339 UTC text to the second (role change history).
+fn chrono_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// DB.STATUS's LSN text.

@@ -15,6 +15,8 @@ pub mod balancer;
 pub mod catalog;
 pub mod classify;
 pub mod database;
+pub mod failover;
+pub mod health;
 pub mod nodemetrics;
 pub mod pool;
 pub mod router;

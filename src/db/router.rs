@@ -38,6 +38,11 @@ pub struct PrimaryHistory {
 }
 
 impl PrimaryHistory {
+    /// Forgets every sample (a new primary: its positions are on a new timeline).
+    pub fn reset(&self) {
+        self.samples.lock().clear();
+    }
+
     /// Records the primary's position `lsn` read by a probe sent at `sent`.
     pub fn record(&self, sent: Instant, lsn: u64) {
         let mut s = self.samples.lock();

@@ -79,6 +79,13 @@ pub struct DbSeries {
     pub latency: Family<DbLabel, Histogram>,
     pub lag_seconds: Family<DbLabel, Gauge<f64, AtomicU64>>,
     pub up: Family<DbLabel, Gauge>,
+    pub healthy: Family<DbLabel, Gauge>,
+    pub is_primary: Family<DbLabel, Gauge>,
+    pub breaker_state: Family<DbLabel, Gauge>,
+    pub health_checks: Family<DbLabel, Counter>,
+    pub health_check_failures: Family<DbLabel, Counter>,
+    pub lag_bytes: Family<DbLabel, Gauge>,
+    pub failovers: Counter,
     pub pool_size: Family<PoolLabel, Gauge>,
     pub pool_idle: Family<PoolLabel, Gauge>,
     pub pool_in_use: Family<PoolLabel, Gauge>,
@@ -101,6 +108,13 @@ impl DbSeries {
             }),
             lag_seconds: Family::default(),
             up: Family::default(),
+            healthy: Family::default(),
+            is_primary: Family::default(),
+            breaker_state: Family::default(),
+            health_checks: Family::default(),
+            health_check_failures: Family::default(),
+            lag_bytes: Family::default(),
+            failovers: Counter::default(),
             pool_size: Family::default(),
             pool_idle: Family::default(),
             pool_in_use: Family::default(),
@@ -127,6 +141,41 @@ impl DbSeries {
             "db_query_duration_seconds",
             "Statement time on PostgreSQL, by instance and role",
             s.latency.clone(),
+        );
+        r.register(
+            "db_instance_healthy",
+            "1 when the instance passed its last health check",
+            s.healthy.clone(),
+        );
+        r.register(
+            "db_instance_is_primary",
+            "1 for the instance Strata writes to",
+            s.is_primary.clone(),
+        );
+        r.register(
+            "db_breaker_state",
+            "Circuit breaker of each instance: 0 closed, 1 open, 2 half-open",
+            s.breaker_state.clone(),
+        );
+        r.register(
+            "db_health_checks",
+            "Health checks run, by instance",
+            s.health_checks.clone(),
+        );
+        r.register(
+            "db_health_check_failures",
+            "Health checks failed, by instance",
+            s.health_check_failures.clone(),
+        );
+        r.register(
+            "db_replica_lag_bytes",
+            "WAL bytes each replica has yet to replay",
+            s.lag_bytes.clone(),
+        );
+        r.register(
+            "db_failovers",
+            "Failovers and switchovers done by this instance",
+            s.failovers.clone(),
         );
         r.register(
             "db_replica_lag_seconds",

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod proxy;
 pub mod query;
+pub mod sinks;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

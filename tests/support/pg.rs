@@ -19,14 +19,28 @@
 //! Processes never outlive the test binary. initdb and postgres refuse to run as root, so when the
 //! tests run as root every PostgreSQL program runs as the `postgres` user (`Command::uid`/`gid`,
 //! what `runuser -u postgres` does, without a PAM session or an extra process in between). Each
-//! postmaster is our own child (not daemonized by `pg_ctl start`), spawned from one long-lived
-//! thread with `PR_SET_PDEATHSIG = SIGQUIT`, so it gets an immediate shutdown when the test binary
-//! dies without exiting (abort, SIGKILL, any fatal signal); its backends follow it. When the binary exits normally
-//! an `atexit` handler shuts down what is left (the shared cluster lives in a `static` and is never
-//! dropped) and waits for it, then deletes the data directories; a directory left by a killed
-//! binary is deleted by the next binary that starts a cluster. Dropping a `PgCluster` shuts its
-//! instances down (immediate) and deletes its directory. `stop` and `kill` send the postmaster the
-//! signals `pg_ctl stop -m fast` / `-m immediate` send (SIGINT / SIGQUIT) and reap it.
+//! postmaster the harness starts is our own child (not daemonized by `pg_ctl start`), spawned
+//! from one long-lived thread with `PR_SET_PDEATHSIG = SIGQUIT`, so it gets an immediate shutdown
+//! when the test binary dies without exiting (abort, SIGKILL, any fatal signal); its backends
+//! follow it. When the binary exits normally an `atexit` handler shuts down what is left (the
+//! shared cluster lives in a `static` and is never dropped) and waits for it, then deletes the
+//! data directories; a directory left by a killed binary is deleted by the next binary that
+//! starts a cluster (after stopping any postmaster still running from it). Dropping a `PgCluster`
+//! shuts its instances down (immediate) and deletes its directory. `stop` and `kill` send the
+//! postmaster the signals `pg_ctl stop -m fast` / `-m immediate` send (SIGINT / SIGQUIT) and wait
+//! for it to exit.
+//!
+//! A postmaster may also be started outside the harness, e.g. by `pg_ctl start` in the resync
+//! script (`deploy/pg-resync.sh`, see `resync_command`), which may also have stopped ours. Such a
+//! postmaster is not our child: the harness finds it through the `postmaster.pid` in the
+//! instance's data directory (the pid on its first line, accepted only while `/proc/<pid>/cwd` is
+//! that directory, so a stale file or a reused pid is not mistaken for it). `postmaster_pid`,
+//! `is_running`, `stop`, `kill`, `start_instance`, the drop and the exit handler all handle it:
+//! they signal that pid and wait until it is gone. It has no parent-death signal, so each cluster
+//! also runs a watchdog (`sh`, blocked reading a pipe only this process writes to): when the test
+//! binary dies, however, the pipe closes and the watchdog sends SIGQUIT to every postmaster still
+//! running from the cluster's data directories. The harness does not know what such a postmaster
+//! replicates from: tell it with `set_upstream`.
 //!
 //! Replicas reconnect after 100 ms instead of PostgreSQL's default 5 s
 //! (`wal_retrieve_retry_interval`), so restart and repoint tests do not wait.
@@ -176,6 +190,8 @@ impl PgInstance {
 }
 
 struct Node {
+    /// The postmaster the harness started (our child); one started outside the harness is found
+    /// through its `postmaster.pid` instead (`running_postmaster`).
     child: Option<Child>,
     /// The instance this one replicates from (index), `None` for a primary.
     upstream: Option<usize>,
@@ -194,6 +210,8 @@ pub struct PgCluster {
     instances: Vec<PgInstance>,
     state: Mutex<State>,
     started_in: Duration,
+    /// Stops postmasters started outside the harness when this process dies (`spawn_watchdog`).
+    watchdog: Option<Child>,
 }
 
 impl PgCluster {
@@ -243,12 +261,14 @@ impl PgCluster {
                 upstream: (i > 0).then_some(0),
             })
             .collect();
+        let watchdog = Some(spawn_watchdog(&dir));
         // Built before anything runs, so a failed start (a panic) drops it and stops what ran.
         let mut cluster = PgCluster {
             dir,
             instances,
             state: Mutex::new(State { nodes, primary: 0 }),
             started_in: Duration::ZERO,
+            watchdog,
         };
         cluster.init_primary(replicas);
         cluster.spawn(0);
@@ -320,15 +340,67 @@ impl PgCluster {
         self.instance(name).url()
     }
 
-    /// The pid of the instance's postmaster while it runs.
-    pub fn postmaster_pid(&self, name: &str) -> Option<u32> {
-        let i = self.index(name);
-        let mut st = lock(&self.state);
-        let child = st.nodes[i].child.as_mut()?;
-        matches!(child.try_wait(), Ok(None)).then(|| child.id())
+    /// The instance's data directory.
+    pub fn data_dir(&self, name: &str) -> &Path {
+        &self.instance(name).dir
     }
 
-    /// True while the instance's postmaster runs.
+    /// The directory of the PostgreSQL 15 programs the harness runs (`STRATA_PG_BIN`, else
+    /// `DEFAULT_PG_BIN`).
+    pub fn pg_bin(&self) -> PathBuf {
+        pg_bin_dir()
+    }
+
+    /// The `primary_conninfo` that makes `replica` stream from `primary`:
+    /// `host=127.0.0.1 port=<primary's port> user=postgres application_name=<replica>`.
+    pub fn primary_conninfo(&self, replica: &str, primary: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres application_name={replica}",
+            self.port(primary)
+        )
+    }
+
+    /// The shipped resync script as `health.resync_command` for this cluster, with Strata's
+    /// `{name}` placeholder: `'<repo>/deploy/pg-resync.sh' --data '<cluster dir>/{name}' --bin
+    /// '<pg_bin>' --no-sync` (no fsync of the copy, like the clusters' `fsync = off`). Run as
+    /// root it runs PostgreSQL's programs as `postgres`; the server log stays `log_path(name)`.
+    /// The postmaster it starts is not our child (see the module doc), and the harness does not
+    /// know it replicates until told with `set_upstream`.
+    pub fn resync_command(&self) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/pg-resync.sh");
+        format!(
+            "{} --data {} --bin {} --no-sync",
+            sh_quote(&script),
+            sh_quote(&self.dir.join("{name}")),
+            sh_quote(&self.pg_bin())
+        )
+    }
+
+    /// The pid of the instance's postmaster while it runs, whether the harness started it or
+    /// something else did (`pg_ctl start`; found through `postmaster.pid`).
+    pub fn postmaster_pid(&self, name: &str) -> Option<u32> {
+        let i = self.index(name);
+        if let Some(pid) = self.child_pid(i) {
+            return Some(pid);
+        }
+        running_postmaster(&self.instances[i].dir)
+    }
+
+    /// The pid of our own postmaster child while it runs; forgets it once it exited (e.g. a
+    /// resync script stopped it).
+    fn child_pid(&self, i: usize) -> Option<u32> {
+        let mut st = lock(&self.state);
+        let child = st.nodes[i].child.as_mut()?;
+        if matches!(child.try_wait(), Ok(None)) {
+            return Some(child.id());
+        }
+        let mut exited = st.nodes[i].child.take().expect("checked above");
+        drop(st);
+        reap_child(&mut exited);
+        None
+    }
+
+    /// True while the instance's postmaster runs (started by the harness or not).
     pub fn is_running(&self, name: &str) -> bool {
         self.postmaster_pid(name).is_some()
     }
@@ -344,8 +416,9 @@ impl PgCluster {
         self.halt(self.index(name), libc::SIGQUIT);
     }
 
-    /// Starts a stopped or killed instance again with its data directory; returns once it
-    /// accepts connections (a replica may not stream yet: see `wait_streaming`).
+    /// Starts a stopped or killed instance again with its data directory, as our child;
+    /// returns once it accepts connections (a replica may not stream yet: see
+    /// `wait_streaming`).
     pub fn start_instance(&self, name: &str) {
         let i = self.index(name);
         assert!(!self.is_running(name), "{name} is already running");
@@ -383,14 +456,12 @@ impl PgCluster {
     }
 
     /// Points a replica at another instance: `ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1
-    /// port=<its port> user=postgres application_name=<replica>'`, then `SELECT
-    /// pg_reload_conf()` (two statements; no restart). Returns at once: see `wait_streaming`.
+    /// port=<its port> user=postgres application_name=<replica>'` (`primary_conninfo`), then
+    /// `SELECT pg_reload_conf()` (two statements; no restart). Returns at once: see
+    /// `wait_streaming`.
     pub fn repoint(&self, replica: &str, new_primary: &str) {
         let (r, p) = (self.index(replica), self.index(new_primary));
-        let conninfo = format!(
-            "host=127.0.0.1 port={} user=postgres application_name={replica}",
-            self.instances[p].port
-        );
+        let conninfo = self.primary_conninfo(replica, new_primary);
         self.try_batch(
             replica,
             &[
@@ -400,6 +471,16 @@ impl PgCluster {
         )
         .unwrap_or_else(|e| panic!("repoint {replica} at {new_primary}: {e}"));
         lock(&self.state).nodes[r].upstream = Some(p);
+    }
+
+    /// Records that `name` now replicates from `upstream` (`None`: it is a primary of its own),
+    /// after something outside the harness made it so, e.g. a resync script; runs nothing. The
+    /// harness's primary stays the one last promoted.
+    pub fn set_upstream(&self, name: &str, upstream: Option<&str>) {
+        let i = self.index(name);
+        let up = upstream.map(|u| self.index(u));
+        assert_ne!(up, Some(i), "{name} cannot replicate from itself");
+        lock(&self.state).nodes[i].upstream = up;
     }
 
     /// The instance's WAL positions: receive and replay LSNs on a replica, the current LSN on
@@ -670,6 +751,11 @@ impl PgCluster {
             .append(true)
             .open(self.log_path(&inst.name))
             .expect("open server log");
+        // PostgreSQL's account may append to it too (`pg_ctl start -l` in a resync script).
+        if let Some((uid, gid)) = owner() {
+            std::os::unix::fs::chown(self.log_path(&inst.name), Some(uid), Some(gid))
+                .expect("chown server log");
+        }
         let mut cmd = pg_command("postgres", &self.dir);
         cmd.arg("-D")
             .arg(&inst.dir)
@@ -721,15 +807,23 @@ impl PgCluster {
         }
     }
 
-    /// Sends the postmaster `signal` and reaps it (SIGKILL after `STOP_TIMEOUT`).
+    /// Sends the postmaster `signal` and waits until it exited (SIGKILL after `STOP_TIMEOUT`):
+    /// our child is reaped, one started outside the harness waited for.
     fn halt(&self, i: usize, signal: libc::c_int) {
-        let child = lock(&self.state).nodes[i].child.take();
-        let Some(mut child) = child else {
-            panic!("{} is not running", self.instances[i].name)
-        };
-        // SAFETY: plain kill(2) on our own child's pid, which is not reaped yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-        reap_child(&mut child);
+        let inst = &self.instances[i];
+        if self.child_pid(i).is_some() {
+            let mut child = lock(&self.state).nodes[i].child.take().expect("running");
+            // SAFETY: plain kill(2) on our own child's pid, which is not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            reap_child(&mut child);
+        } else if let Some(pid) = running_postmaster(&inst.dir) {
+            // SAFETY: kill(2) on the pid postmaster.pid names, just checked to be a postmaster
+            // running from this data directory.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+            wait_postmaster_gone(pid, &inst.dir, STOP_TIMEOUT);
+        } else {
+            panic!("{} is not running", inst.name)
+        }
     }
 }
 
@@ -740,12 +834,31 @@ impl Drop for PgCluster {
             .iter_mut()
             .filter_map(|n| n.child.take())
             .collect();
+        // Postmasters started outside the harness (what postmaster.pid names and is not ours).
+        let outside: Vec<(u32, &Path)> = self
+            .instances
+            .iter()
+            .filter_map(|inst| Some((running_postmaster(&inst.dir)?, inst.dir.as_path())))
+            .filter(|(pid, _)| !children.iter().any(|c| c.id() == *pid))
+            .collect();
         for child in &children {
             // SAFETY: kill(2) on our own unreaped children.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGQUIT) };
         }
+        for &(pid, _) in &outside {
+            // SAFETY: kill(2) on a pid just checked to be a postmaster of this cluster.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) };
+        }
         for child in &mut children {
             reap_child(child);
+        }
+        for &(pid, dir) in &outside {
+            wait_postmaster_gone(pid, dir, STOP_TIMEOUT);
+        }
+        // Nothing is left for the watchdog: closing its pipe ends it.
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
         }
         let _ = fs::remove_dir_all(&self.dir);
         lock(&LIVE).dirs.retain(|d| d != &self.dir);
@@ -781,8 +894,9 @@ static LIVE: Mutex<Registry> = Mutex::new(Registry {
     dirs: Vec::new(),
 });
 
-/// At exit: immediate shutdown of every postmaster still running (the shared cluster), wait for
-/// them, delete the cluster directories.
+/// At exit: immediate shutdown of every postmaster still running (the shared cluster, and any
+/// started outside the harness in a cluster directory), wait for them, delete the cluster
+/// directories.
 extern "C" fn stop_all_at_exit() {
     let _ = std::panic::catch_unwind(|| {
         let (pids, dirs) = {
@@ -792,9 +906,18 @@ extern "C" fn stop_all_at_exit() {
                 std::mem::take(&mut live.dirs),
             )
         };
+        let outside: Vec<(u32, PathBuf)> = dirs
+            .iter()
+            .flat_map(|d| running_postmasters_in(d))
+            .filter(|(pid, _)| !pids.contains(pid))
+            .collect();
         for &pid in &pids {
             // SAFETY: kill(2) on our own children, which are not reaped (they are in LIVE).
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) };
+        }
+        for (pid, _) in &outside {
+            // SAFETY: kill(2) on pids just checked to be postmasters of our clusters.
+            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGQUIT) };
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for &pid in &pids {
@@ -818,14 +941,117 @@ extern "C" fn stop_all_at_exit() {
                 std::thread::sleep(POLL);
             }
         }
+        for (pid, dir) in &outside {
+            wait_postmaster_gone(
+                *pid,
+                dir,
+                deadline.saturating_duration_since(Instant::now()),
+            );
+        }
         for dir in dirs {
             let _ = fs::remove_dir_all(dir);
         }
     });
 }
 
+/// The pid of the postmaster running from `data_dir`, whoever started it: the first line of its
+/// `postmaster.pid`, accepted only while `/proc/<pid>/cwd` is `data_dir` (a postmaster works in
+/// its data directory), so a stale file (after SIGKILL), a reused pid or a zombie gives `None`.
+fn running_postmaster(data_dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    // A single-user backend (pg_rewind's crash recovery) writes its pid negated: not a server.
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    postmaster_alive(pid, data_dir).then_some(pid)
+}
+
+/// True while `pid` runs in `data_dir`.
+fn postmaster_alive(pid: u32, data_dir: &Path) -> bool {
+    let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else {
+        return false;
+    };
+    fs::canonicalize(data_dir).is_ok_and(|d| d == cwd)
+}
+
+/// The postmasters running from the data directories inside a cluster directory.
+fn running_postmasters_in(cluster_dir: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = fs::read_dir(cluster_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter_map(|d| Some((running_postmaster(&d)?, d)))
+        .collect()
+}
+
+/// Waits until a postmaster that is not our `Child` left `data_dir` (exited), reaping it if it
+/// became our child (orphans go to a subreaper); SIGKILL after `timeout`.
+fn wait_postmaster_gone(pid: u32, data_dir: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut killed = false;
+    loop {
+        reap_if_our_zombie(pid);
+        if !postmaster_alive(pid, data_dir) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            if killed {
+                return;
+            }
+            // SAFETY: kill(2) on a pid just checked to run in the data directory.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            killed = true;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Reaps `pid` when it is an exited child of this process (checked in /proc first, so a live
+/// child, e.g. a `Command` another test waits for, is never touched).
+fn reap_if_our_zombie(pid: u32) {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return;
+    };
+    let mut fields = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace())
+        .into_iter()
+        .flatten();
+    let (state, ppid) = (fields.next(), fields.next());
+    if state == Some("Z") && ppid == Some(std::process::id().to_string().as_str()) {
+        // SAFETY: waitpid on our own exited child, without blocking.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+/// Starts the cluster's watchdog: `sh` blocked reading a pipe whose only writer is this process
+/// (close-on-exec, so no other child holds it). When the pipe closes — this process exited or
+/// died, however, or the cluster was dropped — it sends SIGQUIT (immediate shutdown) to every
+/// postmaster still running from the cluster's data directories, by the same `postmaster.pid` and
+/// `/proc/<pid>/cwd` check as `running_postmaster`. Our own postmasters have the parent-death
+/// signal already; this is for those started outside the harness, which are nobody's child here.
+fn spawn_watchdog(cluster_dir: &Path) -> Child {
+    const SCRIPT: &str = r#"read -r _
+for f in "$1"/*/postmaster.pid; do
+  read -r pid < "$f" 2>/dev/null || continue
+  [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd")" = "${f%/postmaster.pid}" ] && kill -QUIT "$pid"
+done
+exit 0"#;
+    let dir = fs::canonicalize(cluster_dir).expect("canonical cluster dir");
+    Command::new("/bin/sh")
+        .args(["-c", SCRIPT, "strata-pg-watchdog"])
+        .arg(dir)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the cluster watchdog")
+}
+
 /// Deletes cluster directories (`strata-pg-<pid>-<n>` in the temp dir) whose test binary is
-/// gone (it was killed before its exit handler ran). Called by the first `start` of a binary.
+/// gone (it was killed before its exit handler ran), after stopping any postmaster still running
+/// from them. Called by the first `start` of a binary.
 pub fn sweep_stale_dirs() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -839,6 +1065,12 @@ pub fn sweep_stale_dirs() {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            // Its watchdog stopped what ran outside the harness, unless it died too.
+            for (pid, dir) in running_postmasters_in(&entry.path()) {
+                // SAFETY: kill(2) on a pid just checked to be a postmaster of that directory.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) };
+                wait_postmaster_gone(pid, &dir, Duration::from_secs(10));
+            }
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -879,12 +1111,21 @@ fn make_owned_dir(path: &Path) {
     }
 }
 
+/// Where the PostgreSQL programs are: `STRATA_PG_BIN`, else `DEFAULT_PG_BIN`.
+fn pg_bin_dir() -> PathBuf {
+    std::env::var_os("STRATA_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN))
+}
+
+/// `path` as one `sh` word (single-quoted).
+fn sh_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
 /// A PostgreSQL program, run as the PostgreSQL account with a clean environment.
 fn pg_command(program: &str, cwd: &Path) -> Command {
-    let dir = std::env::var_os("STRATA_PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN));
-    let path = dir.join(program);
+    let path = pg_bin_dir().join(program);
     assert!(
         path.exists(),
         "{} is missing: the tests need the PostgreSQL 15 server (scripts/test installs \

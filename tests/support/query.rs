@@ -63,31 +63,57 @@ pub fn err(r: redis::RedisResult<Value>) -> String {
     }
 }
 
-/// DB.STATUS as one map per instance.
+/// DB.STATUS as one map per instance (the closing summary left out: see `status_summary`).
 pub fn status(c: &mut redis::Connection) -> Vec<HashMap<String, String>> {
+    let (instances, _) = status_all(c);
+    instances
+}
+
+/// DB.STATUS's closing summary: failovers done and the recent role changes.
+pub fn status_summary(c: &mut redis::Connection) -> (u64, Vec<String>) {
+    status_all(c).1
+}
+
+/// DB.STATUS's instances, and its summary (failovers, role changes).
+type StatusAll = (Vec<HashMap<String, String>>, (u64, Vec<String>));
+
+fn status_all(c: &mut redis::Connection) -> StatusAll {
     let v: Value = redis::cmd("DB.STATUS").query(c).expect("DB.STATUS");
-    let Value::Array(items) = v else {
+    let Value::Array(mut items) = v else {
         panic!("DB.STATUS: {v:?}")
     };
-    items
+    let summary = pairs(items.pop().expect("DB.STATUS summary"));
+    let failovers = redis::from_redis_value(summary[0].1.clone()).expect("failovers");
+    let changes = redis::from_redis_value(summary[1].1.clone()).expect("role_changes");
+    let instances = items
         .into_iter()
         .map(|i| {
-            let fields: Vec<String> = match i {
-                Value::Array(f) => f
-                    .into_iter()
-                    .map(|x| redis::from_redis_value(x).expect("string field"))
-                    .collect(),
-                Value::Map(m) => m
-                    .into_iter()
-                    .flat_map(|(k, v)| [k, v])
-                    .map(|x| redis::from_redis_value(x).expect("string field"))
-                    .collect(),
-                other => panic!("DB.STATUS entry: {other:?}"),
-            };
-            fields
-                .chunks(2)
-                .map(|p| (p[0].clone(), p[1].clone()))
+            pairs(i)
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        redis::from_redis_value(k).expect("string field"),
+                        redis::from_redis_value(v).expect("string value"),
+                    )
+                })
                 .collect()
         })
-        .collect()
+        .collect();
+    (instances, (failovers, changes))
+}
+
+/// A RESP2 flat array or a RESP3 map as key/value pairs.
+fn pairs(v: Value) -> Vec<(Value, Value)> {
+    match v {
+        Value::Array(f) => {
+            let mut out = Vec::new();
+            let mut it = f.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        Value::Map(m) => m,
+        other => panic!("DB.STATUS entry: {other:?}"),
+    }
 }
