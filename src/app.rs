@@ -233,6 +233,14 @@ impl App {
         );
         m.query_entries.set(self.queries.len() as i64);
         m.query_bytes.set(self.queries.used_bytes() as i64);
+        for (channel, sent, failed, dropped) in self.alerts.channel_stats() {
+            let l = crate::observe::metrics::ChannelLabel {
+                channel: channel.into(),
+            };
+            mirror(&m.alerts_sent.get_or_create(&l), sent);
+            mirror(&m.alerts_failed.get_or_create(&l), failed);
+            mirror(&m.alerts_dropped.get_or_create(&l), dropped);
+        }
         let Some(db) = &self.db else {
             return;
         };

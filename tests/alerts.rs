@@ -297,3 +297,37 @@ fn server_errors_are_retried_then_counted_failed() {
     assert_eq!(broken.received().len(), 3);
     assert_eq!(rejecting.received().len(), 1);
 }
+
+// Feature: db-cache-optimization, Property 40: Threshold Breach Alerts
+/// A threshold rule of the real binary: `connected_clients` over 3 fires once while the
+/// clients stay connected, and resolves once when they leave.
+#[test]
+fn a_threshold_rule_fires_once_and_resolves_once_from_the_binary() {
+    let hook = HttpSink::start();
+    let s = support::Strata::with_config(&format!(
+        "[alerts]\nwebhook_url = \"{}\"\nevaluate_interval_s = 1\n\
+         [[alerts.rules]]\nname = \"crowd\"\nmetric = \"connected_clients\"\nabove = 3\n",
+        hook.url("/hook")
+    ));
+    let statuses = |hook: &HttpSink| -> Vec<String> {
+        hook.received()
+            .iter()
+            .map(|r| r.json())
+            .filter(|j| j["key"] == "threshold:crowd")
+            .map(|j| j["status"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let conns: Vec<redis::Connection> = (0..5).map(|_| s.conn()).collect();
+    assert!(support::wait_until(WAIT, || statuses(&hook) == ["firing"]));
+    // Still over the threshold for several evaluations: nothing more is sent.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(statuses(&hook), ["firing"]);
+    drop(conns);
+    assert!(
+        support::wait_until(WAIT, || statuses(&hook) == ["firing", "resolved"]),
+        "{:?}",
+        statuses(&hook)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(statuses(&hook), ["firing", "resolved"]);
+}

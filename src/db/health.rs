@@ -439,6 +439,16 @@ fn alerts(db: &Database) {
             ),
         };
         if db.is_primary(inst.index) {
+            if inst.health.unreachable_since().is_none() {
+                db.alert_resolve(
+                    &format!("primary_cut_off:{name}"),
+                    &format!("primary {name} is reachable again"),
+                );
+                db.alert_resolve(
+                    "failover_impossible",
+                    &format!("primary {name} is reachable again"),
+                );
+            }
             continue;
         }
         let lag_key = format!("replication_lag:{name}");

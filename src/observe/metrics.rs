@@ -86,6 +86,9 @@ pub struct DbSeries {
     pub health_check_failures: Family<DbLabel, Counter>,
     pub lag_bytes: Family<DbLabel, Gauge>,
     pub failovers: Counter,
+    pub alerts_sent: Family<ChannelLabel, Counter>,
+    pub alerts_failed: Family<ChannelLabel, Counter>,
+    pub alerts_dropped: Family<ChannelLabel, Counter>,
     pub pool_size: Family<PoolLabel, Gauge>,
     pub pool_idle: Family<PoolLabel, Gauge>,
     pub pool_in_use: Family<PoolLabel, Gauge>,
@@ -115,6 +118,9 @@ impl DbSeries {
             health_check_failures: Family::default(),
             lag_bytes: Family::default(),
             failovers: Counter::default(),
+            alerts_sent: Family::default(),
+            alerts_failed: Family::default(),
+            alerts_dropped: Family::default(),
             pool_size: Family::default(),
             pool_idle: Family::default(),
             pool_in_use: Family::default(),
@@ -176,6 +182,21 @@ impl DbSeries {
             "db_failovers",
             "Failovers and switchovers done by this instance",
             s.failovers.clone(),
+        );
+        r.register(
+            "alerts_sent",
+            "Notifications delivered, by alert channel",
+            s.alerts_sent.clone(),
+        );
+        r.register(
+            "alerts_failed",
+            "Notifications that failed after their retries, by alert channel",
+            s.alerts_failed.clone(),
+        );
+        r.register(
+            "alerts_dropped",
+            "Notifications dropped because the channel's queue was full",
+            s.alerts_dropped.clone(),
         );
         r.register(
             "db_replica_lag_seconds",
@@ -359,6 +380,12 @@ impl AtomicHistogram {
 pub const DB_LATENCY_BUCKETS: [f64; 12] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 10.0,
 ];
+
+/// An alert channel (webhook, slack, pagerduty, email).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CmdLabel {
