@@ -303,6 +303,32 @@ fn clients(
     handles
 }
 
+/// SIGKILL to a postmaster and every process it started, children first stopped from
+/// noticing (all are killed at once).
+fn kill9(postmaster: u32) {
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    for pid in pids {
+        // SAFETY: kill(2) on the test cluster's own PostgreSQL processes.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
 /// The replica `name` streams from the instance listening on `port`.
 fn streams_from(c: &PgCluster, name: &str, port: u16) -> bool {
     c.try_sql(name, "SELECT status, sender_port FROM pg_stat_wal_receiver")
@@ -363,7 +389,8 @@ fn kill_the_primary(synchronous: bool) -> usize {
         .collect();
     *fault_at.lock().unwrap() = Some(Instant::now());
     let killed = Instant::now();
-    c.kill("p0");
+    // kill -9 of the whole server, postmaster and backends: a crash with no shutdown at all.
+    kill9(c.postmaster_pid("p0").expect("p0 runs"));
     let resumed = wait_until(Duration::from_secs(30), || {
         seen.first_ok_after.lock().unwrap().is_some()
     });
@@ -860,4 +887,57 @@ fn with_several_instances_only_the_lease_holder_promotes_and_the_others_follow()
         )
         .is_ok()));
     }
+}
+
+// Feature: db-cache-optimization, Property 25: Automatic Replica Resync
+/// A replica promoted by mistake (a split brain) gets no traffic and is rejoined as a replica
+/// through resync_command (pg_rewind), with the outcome notified.
+#[test]
+fn an_instance_running_as_a_second_primary_is_resynced_as_a_replica() {
+    let _serial = serial();
+    let c = PgCluster::start(3);
+    let t = make_table(&c, "ha_stale");
+    let channels = Channels::start();
+    let s = strata(
+        &c,
+        &format!(
+            "resync_command = {:?}\n{}",
+            c.resync_command(),
+            channels.config()
+        ),
+    );
+    let mut conn = s.conn();
+    c.promote("r3");
+    c.exec("r3", &format!("INSERT INTO {t} VALUES (42)"));
+    channels.assert_once("firing", "stale_primary:r3");
+    for _ in 0..30 {
+        let j = json(&mut conn, "SELECT 1", &["NOCACHE"]);
+        assert_ne!(j["source"], "replica:r3");
+    }
+    assert_eq!(primary_name(&s), "p0");
+    c.set_upstream("r3", Some("p0"));
+    assert!(
+        wait_until(Duration::from_secs(30), || streams_from(
+            &c,
+            "r3",
+            c.port("p0")
+        )),
+        "r3 was not resynced: {:?}",
+        instance(&s, "r3")
+    );
+    channels.assert_once("event", "resync_run");
+    channels.assert_once("resolved", "stale_primary:r3");
+    // Its split-brain write is gone; the primary's rows are there.
+    c.exec("p0", &format!("INSERT INTO {t} VALUES (7)"));
+    c.wait_caught_up("r3");
+    assert_eq!(
+        c.scalar("r3", &format!("SELECT string_agg(id::text, ',') FROM {t}"))
+            .as_deref(),
+        Some("7")
+    );
+    let i = instance(&s, "r3");
+    assert!(i["last_resync"].contains("succeeded"), "{i:?}");
+    assert!(wait_until(Duration::from_secs(10), || instance(&s, "r3")
+        ["status"]
+        == "up"));
 }
