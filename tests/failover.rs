@@ -369,6 +369,15 @@ fn kill_the_primary(synchronous: bool) -> usize {
             "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (r1, r2, r3)'",
         );
         c.exec("p0", "SELECT pg_reload_conf()");
+        // The replicas carry the same setting, as copies of the primary's configuration do:
+        // the promoted one must not wait for itself or for the dead primary.
+        for r in ["r1", "r2", "r3"] {
+            c.exec(
+                r,
+                "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (p0, r1, r2, r3)'",
+            );
+            c.exec(r, "SELECT pg_reload_conf()");
+        }
     }
     let t = make_table(&c, "ha_kill");
     let channels = Channels::start();
@@ -387,10 +396,14 @@ fn kill_the_primary(synchronous: bool) -> usize {
         .iter()
         .map(|r| (r.to_string(), c.lsn(r).receive))
         .collect();
-    *fault_at.lock().unwrap() = Some(Instant::now());
     let killed = Instant::now();
     // kill -9 of the whole server, postmaster and backends: a crash with no shutdown at all.
     kill9(c.postmaster_pid("p0").expect("p0 runs"));
+    // A write that started before the processes were gone may still succeed: count from when
+    // nothing of p0 answers any more.
+    let pg_dead = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_err();
+    assert!(wait_until(Duration::from_secs(5), || pg_dead(c.port("p0"))));
+    *fault_at.lock().unwrap() = Some(Instant::now());
     let resumed = wait_until(Duration::from_secs(30), || {
         seen.first_ok_after.lock().unwrap().is_some()
     });
@@ -440,6 +453,13 @@ fn kill_the_primary(synchronous: bool) -> usize {
     let best = before.iter().map(|(_, l)| *l).max().unwrap();
     let promoted_before = before.iter().find(|(n, _)| *n == new).unwrap().1;
     assert!(promoted_before.is_some() && best.is_some());
+    if synchronous {
+        let names = c.scalar(&new, "SHOW synchronous_standby_names").unwrap();
+        assert!(
+            names.starts_with("ANY 1 (") && !names.contains(&format!("\"{new}\"")),
+            "{names}"
+        );
+    }
     // The other replicas stream from the new primary.
     let port = c.port(&new);
     for r in ["r1", "r2", "r3"].iter().filter(|r| **r != new) {
