@@ -60,6 +60,7 @@ HEAVY='SELECT i.cat, count(*) AS n, sum(o.qty * i.price) AS total FROM orders o 
 SP=$(free_port)
 env STRATA_HTTP_LISTEN='""' STRATA_LOG_LEVEL=warn \
   STRATA_DATABASE_PRIMARY_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres" \
+  STRATA_RATE_QUERY_PER_USER=off STRATA_RATE_QUERY_GLOBAL=off \
   taskset -c 1 "$STRATA" --port "$SP" >/dev/null 2>&1 &
 STRATA_PID=$!
 pids+=($STRATA_PID)

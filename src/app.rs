@@ -38,6 +38,8 @@ pub struct App {
     pub slowlog: SlowLog,
     pub scripts: Scripts,
     pub pubsub: Arc<PubSub>,
+    /// RATE, CL.THROTTLE and the QUERY limits (state in L2 when configured, else here).
+    pub rate: Arc<crate::guard::limiter::RateLimiter>,
     /// Standalone mode's tag index (tiered mode keeps tags in L2).
     pub tags: crate::cache::tags::TagIndex,
     /// Clients waiting in a blocking command (INFO blocked_clients), and their order per key.
@@ -139,7 +141,12 @@ impl App {
         if let Some(db) = &db {
             let _ = db.alerts.set(alerts.clone());
         }
+        let rate = Arc::new(crate::guard::limiter::RateLimiter::new(
+            &config.rate,
+            l2.clone(),
+        ));
         let app = App {
+            rate,
             alerts,
             store,
             l2,

@@ -34,6 +34,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub breaker: BreakerConfig,
     pub alerts: AlertsConfig,
+    pub rate: RateConfig,
     pub log: LogConfig,
 }
 
@@ -660,6 +661,7 @@ impl Config {
         self.validate_database()?;
         self.validate_health()?;
         self.validate_alerts()?;
+        self.validate_rate()?;
         if self.server.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("server.bind", "must be an IP address");
         }
@@ -964,7 +966,7 @@ fn apply_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     const SECTIONS: &[&str] = &[
-        "server", "http", "l1", "l2", "database", "health", "breaker", "alerts", "log",
+        "server", "http", "l1", "l2", "database", "health", "breaker", "alerts", "rate", "log",
     ];
     let defaults = Config::default().to_table();
     for (name, value) in env {
@@ -1056,6 +1058,189 @@ fn toml_literal(value: &str) -> Option<toml::Value> {
         .ok()
         .and_then(|mut t| t.remove("v"))
 }
+
+/// `[rate]`: RATE's default policy, the built-in QUERY limits and who bypasses limiting
+/// (docs/rate-limiting.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateConfig {
+    /// RATE without `<limit> <window-seconds>`: "<limit>/<window>", e.g. "100/60s".
+    pub default: RatePolicy,
+    /// QUERYs that reach PostgreSQL, per user ("off" = no limit).
+    pub query_per_user: RatePolicy,
+    /// QUERYs that reach PostgreSQL, all users together ("off" = no limit).
+    pub query_global: RatePolicy,
+    /// Glob patterns: RATE keys and QUERY USER ids matching any of them are never limited.
+    pub bypass: Vec<String>,
+    /// Most keys the in-process limiter keeps (past it, the key closest to expiry is dropped).
+    pub max_keys: usize,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        RateConfig {
+            default: RatePolicy::new(100, 60),
+            query_per_user: RatePolicy::new(100, 60),
+            query_global: RatePolicy::new(10_000, 60),
+            bypass: Vec::new(),
+            max_keys: 1_000_000,
+        }
+    }
+}
+
+/// A sliding-window policy written `"<limit>/<window>"`: the window a number of seconds, or of
+/// minutes, hours or days with `m`, `h`, `d` ("100/60s", "10000/1m", "5/1h"); `"off"` = none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePolicy {
+    /// 0 = off.
+    pub limit: u64,
+    pub window_s: u64,
+}
+
+impl RatePolicy {
+    pub const OFF: RatePolicy = RatePolicy {
+        limit: 0,
+        window_s: 0,
+    };
+
+    pub const fn new(limit: u64, window_s: u64) -> RatePolicy {
+        RatePolicy { limit, window_s }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.limit == 0
+    }
+
+    pub fn parse(s: &str) -> Option<RatePolicy> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Some(RatePolicy::OFF);
+        }
+        let (limit, window) = s.split_once('/')?;
+        let limit: u64 = limit.trim().parse().ok().filter(|&n| n > 0)?;
+        let window = window.trim().to_ascii_lowercase();
+        let split = window
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(window.len());
+        let (n, unit) = window.split_at(split);
+        let n: u64 = n.parse().ok().filter(|&n| n > 0)?;
+        let mul = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return None,
+        };
+        let window_s = n.checked_mul(mul).filter(|&w| w <= MAX_RATE_WINDOW_S)?;
+        Some(RatePolicy { limit, window_s })
+    }
+}
+
+/// The longest window a rate policy (or a RATE call) may have: one year.
+pub const MAX_RATE_WINDOW_S: u64 = 365 * 86_400;
+
+impl fmt::Display for RatePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_off() {
+            f.write_str("off")
+        } else {
+            write!(f, "{}/{}s", self.limit, self.window_s)
+        }
+    }
+}
+
+impl Serialize for RatePolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RatePolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RatePolicy::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid rate {s:?} (use \"<limit>/<window>\" with a positive limit and a window of at most a year, e.g. \"100/60s\", \"10000/1m\", or \"off\")"
+            ))
+        })
+    }
+}
+
+impl Config {
+    fn validate_rate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
+        if self.rate.default.is_off() {
+            return bad(
+                "rate.default",
+                "must be a limit (\"off\" is not allowed here)",
+            );
+        }
+        if self.rate.max_keys == 0 {
+            return bad("rate.max_keys", "must be at least 1");
+        }
+        if let Some(i) = self.rate.bypass.iter().position(|p| p.is_empty()) {
+            return bad(&format!("rate.bypass[{i}]"), "patterns must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod rate_config_tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = text.parse().expect("toml");
+        apply_env(
+            &mut root,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        let c = Config::from_table(root)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn rate_policies_parse_and_name_the_key_on_error() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.rate.default, RatePolicy::new(100, 60));
+        assert_eq!(c.rate.query_global, RatePolicy::new(10_000, 60));
+        let c = load(
+            "[rate]\ndefault = \"5/1m\"\nquery_per_user = \"off\"\nquery_global = \"7/2h\"\nbypass = [\"internal:*\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rate.default, RatePolicy::new(5, 60));
+        assert!(c.rate.query_per_user.is_off());
+        assert_eq!(c.rate.query_global, RatePolicy::new(7, 7200));
+        assert_eq!(c.rate.bypass, ["internal:*"]);
+        assert_eq!(c.rate.default.to_string(), "5/60s");
+        for bad in [
+            "100", "0/60s", "100/0s", "100/60x", "-1/60s", "100/400d", "x/y",
+        ] {
+            let e = load(&format!("[rate]\nquery_global = \"{bad}\"\n"), &[]).unwrap_err();
+            assert!(e.0.contains("rate.query_global"), "{bad}: {e}");
+        }
+        let e = load("[rate]\ndefault = \"off\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("rate.default"), "{e}");
+        let e = load("[rate]\nbypass = [\"\"]\n", &[]).unwrap_err();
+        assert!(e.0.contains("rate.bypass[0]"), "{e}");
+        let e = load("[rate]\nmax_keys = 0\n", &[]).unwrap_err();
+        assert!(e.0.contains("rate.max_keys"), "{e}");
+        let c = load(
+            "",
+            &[
+                ("STRATA_RATE_DEFAULT", "3/10s"),
+                ("STRATA_RATE_BYPASS", "[\"a*\", \"b\"]"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rate.default, RatePolicy::new(3, 10));
+        assert_eq!(c.rate.bypass, ["a*", "b"]);
+    }
+}
+
+// ---- end of [rate] ------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

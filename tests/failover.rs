@@ -176,6 +176,7 @@ fn config(c: &PgCluster, primary_port: u16, health: &str) -> String {
             r.url()
         ));
     }
+    cfg.push_str(support::query::NO_QUERY_LIMITS);
     cfg
 }
 

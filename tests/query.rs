@@ -942,3 +942,45 @@ fn a_write_cut_off_mid_statement_flushes_the_cache() {
     assert!(e.contains("may have been applied"), "{e}");
     assert_ne!(json(&mut r, &read, &[])["source"], "l1", "flushed");
 }
+
+/// The built-in QUERY limits: counted for QUERYs that reach PostgreSQL (cache hits are free),
+/// per USER id (else the connection's user) and globally; USER ids matching rate.bypass are
+/// never limited; a limited QUERY gets -RATELIMITED with the time to wait.
+#[test]
+fn query_limits_count_only_what_reaches_postgresql() {
+    let c = PgCluster::shared();
+    let cfg = database_section(c, "").replace(
+        support::query::NO_QUERY_LIMITS,
+        "[rate]\nquery_per_user = \"3/60s\"\nquery_global = \"5/60s\"\nbypass = [\"svc-*\"]\n",
+    );
+    let s = Strata::with_config(&cfg);
+    wait_replicas(&s, c.replicas().len());
+    let mut r = s.conn();
+    // A cached result is free however often it is read.
+    for _ in 0..10 {
+        query(&mut r, "SELECT 1 AS one", &[]).expect("cache hits are not limited");
+    }
+    // Misses count: the connection's user (default) has 3 a minute, one used above.
+    for i in 0..2 {
+        query(&mut r, &format!("SELECT {i} + 100"), &["NOCACHE"]).unwrap();
+    }
+    let e = err(query(&mut r, "SELECT 200", &["NOCACHE"]));
+    assert!(
+        e.contains("RATELIMITED") && e.contains("'default'") && e.contains("retry after"),
+        "{e}"
+    );
+    // Another end user has a count of its own, until the global limit (5) is reached.
+    query(&mut r, "SELECT 300", &["NOCACHE", "USER", "alice"]).unwrap();
+    query(&mut r, "SELECT 301", &["NOCACHE", "USER", "alice"]).unwrap();
+    let e = err(query(&mut r, "SELECT 302", &["NOCACHE", "USER", "bob"]));
+    assert!(e.contains("RATELIMITED") && e.contains("global"), "{e}");
+    // Bypassed ids are never limited nor counted.
+    for i in 0..5 {
+        query(
+            &mut r,
+            &format!("SELECT {i} + 400"),
+            &["NOCACHE", "USER", "svc-batch"],
+        )
+        .unwrap();
+    }
+}

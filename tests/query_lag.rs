@@ -294,6 +294,7 @@ fn a_replica_at_high_cpu_gets_a_smaller_share() {
             r.url()
         ));
     }
+    cfg.push_str(support::query::NO_QUERY_LIMITS);
     let s = Strata::with_config(&cfg);
     let mut r = s.conn();
     assert!(wait_until(Duration::from_secs(15), || replicas_up(

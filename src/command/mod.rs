@@ -15,6 +15,7 @@ pub mod keys;
 pub mod lists;
 pub mod pubsub;
 pub mod query;
+pub mod rate;
 pub mod scripting;
 pub mod server;
 pub mod sets;

@@ -49,6 +49,8 @@ struct Options<'a> {
     critical: bool,
     nocache: bool,
     json: bool,
+    /// `USER <id>`: the end user the QUERY limits count against.
+    user: Option<&'a Bytes>,
 }
 
 fn syntax() -> String {
@@ -142,10 +144,8 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                 i += 2;
             }
             b"USER" => {
-                // The rate limiter's key; nothing else reads it.
-                if args.get(i + 1).is_none() {
-                    return Err(syntax());
-                }
+                // The QUERY limits' key; nothing else reads it.
+                o.user = Some(args.get(i + 1).ok_or_else(syntax)?);
                 i += 2;
             }
             b"NOCACHE" => {
@@ -303,7 +303,13 @@ async fn read(
             return Ok(());
         }
     }
+    let who = limited_user(session, opts);
     let fetch = || async {
+        // Only what reaches PostgreSQL counts against the QUERY limits.
+        app.rate
+            .check_query(&who, false)
+            .await
+            .map_err(DbError::Refused)?;
         let rc = db.begin_read(shape.clone(), &read).await?;
         let mut tags = rc.tags.clone();
         tags.extend(opts.tags.iter().cloned());
@@ -362,6 +368,13 @@ async fn write(
     priority: Priority,
     format: Format,
 ) {
+    if let Err(e) = app
+        .rate
+        .check_query(&limited_user(session, opts), false)
+        .await
+    {
+        return out.error(&e);
+    }
     let written = match db.write(shape, opts.args, priority).await {
         Ok(w) => w,
         Err(e) => {
@@ -386,6 +399,15 @@ async fn write(
     match written.rows {
         Some(rows) => out.raw(&render(&rows, format, "primary")),
         None => out.int(written.affected as i64),
+    }
+}
+
+/// Whom the QUERY limits count a QUERY against: its `USER <id>`, else the connection's user.
+/// (Admin users, who bypass them, come with ACL users.)
+fn limited_user(session: &Session, opts: &Options<'_>) -> String {
+    match opts.user {
+        Some(u) => String::from_utf8_lossy(u).into_owned(),
+        None => session.user.clone(),
     }
 }
 

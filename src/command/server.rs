@@ -200,6 +200,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "cluster",
     "tiering",
     "database",
+    "ratelimit",
     "keyspace",
 ];
 
@@ -334,6 +335,9 @@ pub fn info_text(app: &App, sections: &[String]) -> String {
     }
     if want("database") {
         s.push_str(&database_info(app));
+    }
+    if want("ratelimit") {
+        s.push_str(&app.rate.info(&cfg.rate));
     }
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");

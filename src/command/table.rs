@@ -4,8 +4,8 @@
 //! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
 
 use super::{
-    connection as conn, hashes, keys, lists, pubsub, query, scripting, server, sets, strings, tags,
-    transactions as tx, zsets,
+    connection as conn, hashes, keys, lists, pubsub, query, rate, scripting, server, sets, strings,
+    tags, transactions as tx, zsets,
 };
 use super::{CmdResult, Ctx};
 use bytes::Bytes;
@@ -321,6 +321,9 @@ pub static COMMANDS: &[Command] = &[
     // Tags (Strata's own)
     cmd("tagadd", -3, WRITE | FAST, KEY1, &["keyspace", "fast"], "generic", "Attaches tags to a key (TAGINVAL removes every key carrying a tag).", tags::tagadd),
     cmd("taginval", -2, WRITE | EXCLUSIVE, NOKEY, &["keyspace", "slow"], "generic", "Deletes every key that carries any of the tags; returns how many.", tags::taginval),
+    // Rate limiting (RATE is Strata's own; CL.THROTTLE is redis-cell's)
+    cmd("rate", -2, WRITE | FAST | NOSCRIPT, KEY1, &["fast"], "generic", "Counts a call against a sliding-window rate limit: [allowed, limit, remaining, retry_after_ms, reset_after_ms].", rate::rate),
+    cmd("cl.throttle", -5, WRITE | FAST | NOSCRIPT, KEY1, &["fast"], "generic", "GCRA rate limiting as redis-cell: [limited, limit, remaining, retry_after_s, reset_after_s].", rate::throttle),
     // The database tier (Strata's own)
     cmd("query", -2, DATABASE | NOSCRIPT, NOKEY, &["slow"], "database", "Runs an SQL statement: reads through the cache from replicas, writes on the primary.", query::not_in_transaction),
     cmd("db.status", 1, DATABASE | NOSCRIPT | LOCAL, NOKEY, &["admin", "slow"], "database", "Shows each PostgreSQL instance: role, lag, weight, CPU, response time, pools.", query::not_in_transaction),

@@ -110,6 +110,7 @@ async fn route(
         "exec" => return exec(app, l2, session, out).await,
         "tagadd" => return super::tags::tagadd_l2(app, l2, session, out, args).await,
         "taginval" => return super::tags::taginval_l2(app, l2, session, out, args).await,
+        "rate" | "cl.throttle" => return super::rate::run_l2(app, out, idx, args).await,
         "watch" | "unwatch" => return watch(app, l2, session, out, args).await,
         _ => {}
     }

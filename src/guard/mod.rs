@@ -3,6 +3,8 @@
 //! limits and circuit breakers join here, before any handler, so handlers never repeat checks.
 
 pub mod breaker;
+pub mod limiter;
+pub mod rate;
 
 use crate::app::App;
 use crate::command::error::{CmdError, NOAUTH, OOM};

@@ -31,8 +31,13 @@ pub fn database_section(c: &PgCluster, extra: &str) -> String {
             r.url()
         ));
     }
+    // The tests run far more QUERYs than the default limits allow (tests/rate.rs tests those).
+    cfg.push_str(NO_QUERY_LIMITS);
     cfg
 }
+
+/// A `[rate]` section without the QUERY limits.
+pub const NO_QUERY_LIMITS: &str = "[rate]\nquery_per_user = \"off\"\nquery_global = \"off\"\n";
 
 pub fn query(c: &mut redis::Connection, sql: &str, rest: &[&str]) -> redis::RedisResult<Value> {
     let mut cmd = redis::cmd("QUERY");

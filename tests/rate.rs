@@ -1,0 +1,350 @@
+//! RATE and CL.THROTTLE from the outside, through the `redis` crate against the real binary:
+//! replies and errors standalone; two Strata instances sharing one real redis-server as L2
+//! enforcing one limit together; and the local fallback (and what INFO says) when L2 dies and
+//! comes back.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{wait_until, RedisServer, Strata};
+
+fn rate(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
+    redis::cmd("RATE").arg(args).query(c).expect("RATE")
+}
+
+fn throttle(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
+    redis::cmd("CL.THROTTLE")
+        .arg(args)
+        .query(c)
+        .expect("CL.THROTTLE")
+}
+
+fn error(c: &mut redis::Connection, cmd: &str, args: &[&str]) -> String {
+    redis::cmd(cmd)
+        .arg(args)
+        .query::<redis::Value>(c)
+        .expect_err("an error reply")
+        .to_string()
+}
+
+fn info(c: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("ratelimit").query(c).expect("INFO")
+}
+
+fn tiered(upstream_port: u16, extra: &str) -> Strata {
+    let s = Strata::with_config(&format!(
+        "[l2]\nurl = \"redis://127.0.0.1:{upstream_port}\"\ntimeout_ms = 300\n{extra}"
+    ));
+    let mut c = s.conn();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            redis::cmd("INCR").arg("__up").query::<i64>(&mut c).is_ok()
+        }),
+        "Strata never reached its upstream"
+    );
+    s
+}
+
+#[test]
+fn rate_replies_and_errors_standalone() {
+    let s = Strata::start();
+    let mut c = s.conn();
+    assert_eq!(rate(&mut c, &["k", "3", "10"]), [1, 3, 2, 0, 10_000]);
+    assert_eq!(rate(&mut c, &["k", "3", "10"]), [1, 3, 1, 0, 10_000]);
+    assert_eq!(rate(&mut c, &["k", "3", "10"]), [1, 3, 0, 0, 10_000]);
+    let denied = rate(&mut c, &["k", "3", "10"]);
+    assert_eq!(denied[..3], [0, 3, 0]);
+    assert!((9_000..=10_000).contains(&denied[3]), "{denied:?}");
+    assert!((9_000..=10_000).contains(&denied[4]), "{denied:?}");
+    // A denied call counts nothing; COST counts several units; the default policy is 100/60s.
+    assert_eq!(rate(&mut c, &["c", "COST", "5"]), [1, 100, 95, 0, 60_000]);
+    assert_eq!(
+        rate(&mut c, &["c", "100", "60", "cost", "95"]),
+        [1, 100, 0, 0, 60_000]
+    );
+    // A cost above the limit can never be admitted: denied, retry_after -1, nothing counted.
+    assert_eq!(
+        rate(&mut c, &["big", "5", "10", "COST", "6"]),
+        [0, 5, 5, -1, 0]
+    );
+    assert_eq!(
+        rate(&mut c, &["big", "5", "10", "COST", "5"]),
+        [1, 5, 0, 0, 10_000]
+    );
+
+    let not_int = "value is not an integer or out of range";
+    for (args, want) in [
+        (&["k", "x", "10"][..], not_int),
+        (&["k", "10", "1.5"], not_int),
+        (&["k", "10"], "syntax error"),
+        (&["k", "COST"], "syntax error"),
+        (&["k", "10", "10", "FOO", "1"], "syntax error"),
+        (&["k", "10", "10", "COST", "x"], not_int),
+        (&["k", "0", "10"], "limit must be a positive integer"),
+        (&["k", "10", "-1"], "window must be a positive integer"),
+        (&["k", "COST", "0"], "COST must be a positive integer"),
+        (&["k", "1", "99999999999"], "window must be at most"),
+    ] {
+        let e = error(&mut c, "RATE", args);
+        assert!(e.contains(want), "RATE {args:?}: {e}");
+    }
+    let e = error(&mut c, "RATE", &[]);
+    assert!(e.contains("wrong number of arguments for 'rate'"), "{e}");
+
+    // RESP3 gets the same five integers.
+    let mut raw = s.raw();
+    let hello = raw.call(&[b"HELLO", b"3"]);
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    let r = raw.call(&[b"RATE", b"r3", b"2", b"5"]);
+    assert_eq!(r, b"*5\r\n:1\r\n:2\r\n:1\r\n:0\r\n:5000\r\n");
+    let r = raw.call(&[b"CL.THROTTLE", b"r3", b"1", b"1", b"5"]);
+    assert_eq!(r, b"*5\r\n:0\r\n:2\r\n:1\r\n:-1\r\n:5\r\n");
+
+    let i = info(&mut c);
+    assert!(i.contains("rate_limiter_mode:local\r\n"), "{i}");
+    assert!(i.contains("rate_denied:2\r\n"), "{i}");
+}
+
+#[test]
+fn cl_throttle_replies_as_redis_cell() {
+    let s = Strata::start();
+    let mut c = s.conn();
+    // redis-cell's README example: 30 per 60 s with a burst of 15.
+    assert_eq!(
+        throttle(&mut c, &["user123", "15", "30", "60"]),
+        [0, 16, 15, -1, 2]
+    );
+    for left in (0..15).rev() {
+        let r = throttle(&mut c, &["user123", "15", "30", "60"]);
+        assert_eq!(r[..4], [0, 16, left, -1], "{r:?}");
+    }
+    assert_eq!(
+        throttle(&mut c, &["user123", "15", "30", "60"]),
+        [1, 16, 0, 2, 32]
+    );
+    // Quantity: more than the burst can never pass (retry -1); 0 only looks.
+    assert_eq!(
+        throttle(&mut c, &["q", "4", "1", "1", "6"]),
+        [1, 5, 5, -1, 0]
+    );
+    assert_eq!(
+        throttle(&mut c, &["q", "4", "1", "1", "2"]),
+        [0, 5, 3, -1, 2]
+    );
+    assert_eq!(
+        throttle(&mut c, &["q", "4", "1", "1", "0"]),
+        [0, 5, 3, -1, 2]
+    );
+
+    let not_int = "value is not an integer or out of range";
+    for (args, want) in [
+        (&["k", "x", "1", "1"][..], not_int),
+        (&["k", "1", "1", "1", "x"], not_int),
+        (&["k", "1", "0", "1"], "zero rates are not supported"),
+        (&["k", "1", "1", "0"], "zero rates are not supported"),
+        (&["k", "-1", "1", "1"], "max_burst must not be negative"),
+        (&["k", "1", "1", "1", "-1"], "quantity must not be negative"),
+        (
+            &["k", "1", "1", "1", "1", "1"],
+            "wrong number of arguments for 'cl.throttle'",
+        ),
+        (
+            &["k", "1", "1"],
+            "wrong number of arguments for 'cl.throttle'",
+        ),
+    ] {
+        let e = error(&mut c, "CL.THROTTLE", args);
+        assert!(e.contains(want), "CL.THROTTLE {args:?}: {e}");
+    }
+}
+
+#[test]
+fn default_policy_and_bypass_come_from_the_config() {
+    let s = Strata::with_config("[rate]\ndefault = \"2/1m\"\nbypass = [\"internal:*\"]\n");
+    let mut c = s.conn();
+    assert_eq!(rate(&mut c, &["a"]), [1, 2, 1, 0, 60_000]);
+    assert_eq!(rate(&mut c, &["a"]), [1, 2, 0, 0, 60_000]);
+    assert_eq!(rate(&mut c, &["a"])[0], 0);
+    for _ in 0..5 {
+        assert_eq!(rate(&mut c, &["internal:x", "1", "60"]), [1, 1, 1, 0, 0]);
+        assert_eq!(
+            throttle(&mut c, &["internal:y", "0", "1", "60"]),
+            [0, 1, 1, -1, 0]
+        );
+    }
+    let i = info(&mut c);
+    assert!(i.contains("rate_default:2/60s\r\n"), "{i}");
+    assert!(i.contains("rate_bypassed:10\r\n"), "{i}");
+}
+
+// Feature: db-cache-optimization, Property 28: Distributed Rate Limiting
+#[test]
+fn two_instances_sharing_l2_enforce_one_limit() {
+    let up = RedisServer::start();
+    let (a, b) = (tiered(up.port, ""), tiered(up.port, ""));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+
+    // Alternating between the instances: one window of 10, not 10 each.
+    let mut allowed = 0;
+    for i in 0..30 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let r = rate(c, &["shared", "10", "60"]);
+        allowed += r[0];
+        if r[0] == 1 {
+            assert_eq!(r[2], 10 - allowed, "{r:?}");
+        } else {
+            assert!(r[3] > 0 && r[3] <= 60_000, "{r:?}");
+        }
+    }
+    assert_eq!(allowed, 10);
+    let mut cu = up.conn();
+    let n: i64 = redis::cmd("ZCARD")
+        .arg("strata:rate:{shared}")
+        .query(&mut cu)
+        .unwrap();
+    assert_eq!(n, 10, "the log lives in L2");
+
+    // GCRA too: a burst of 5 across both instances.
+    let limited: Vec<i64> = (0..10)
+        .map(|i| {
+            let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+            throttle(c, &["cell", "4", "1", "60"])[0]
+        })
+        .collect();
+    assert_eq!(limited, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+
+    // Concurrent clients on both instances: exactly the limit gets through.
+    let ports = [a.port, b.port];
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let port = ports[t % 2];
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                (0..40)
+                    .map(|_| rate(&mut c, &["busy", "37", "60"])[0])
+                    .sum::<i64>()
+            })
+        })
+        .collect();
+    let total: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 37);
+
+    for c in [&mut ca, &mut cb] {
+        let i = info(c);
+        assert!(i.contains("rate_limiter_mode:l2\r\n"), "{i}");
+    }
+}
+
+#[test]
+fn l2_down_falls_back_to_the_local_limiter_and_info_says_so() {
+    let mut up = Some(RedisServer::start());
+    let port = up.as_ref().unwrap().port;
+    let s = tiered(port, "");
+    let mut c = s.conn();
+    assert_eq!(rate(&mut c, &["fb", "3", "60"]), [1, 3, 2, 0, 60_000]);
+    assert!(info(&mut c).contains("rate_limiter_mode:l2\r\n"));
+
+    drop(up.take());
+    // Never hangs: every call answers promptly, from this instance's own window.
+    let started = Instant::now();
+    let got: Vec<i64> = (0..5)
+        .map(|_| rate(&mut c, &["fb", "3", "60"])[0])
+        .collect();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        got,
+        [1, 1, 1, 0, 0],
+        "the local window holds the limit on its own"
+    );
+    assert_eq!(throttle(&mut c, &["fbc", "0", "1", "60"])[0], 0);
+    assert_eq!(throttle(&mut c, &["fbc", "0", "1", "60"])[0], 1);
+    let i = info(&mut c);
+    assert!(i.contains("rate_limiter_mode:local_fallback\r\n"), "{i}");
+    assert!(!i.contains("rate_l2_fallbacks:0\r\n"), "{i}");
+
+    // L2 comes back: calls reach it again, and INFO says so.
+    let _up = RedisServer::start_on(port);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            rate(&mut c, &["back", "100", "60"]);
+            info(&mut c).contains("rate_limiter_mode:l2\r\n")
+        }),
+        "{}",
+        info(&mut c)
+    );
+    let mut cu = _up.conn();
+    let n: i64 = redis::cmd("ZCARD")
+        .arg("strata:rate:{back}")
+        .query(&mut cu)
+        .unwrap();
+    assert!(n >= 1);
+}
+
+// Feature: db-cache-optimization, Property 28: Distributed Rate Limiting
+/// The QUERY limits of two Strata processes' limiters sharing one L2 (the limiter QUERY calls,
+/// driven directly): one per-user and one global count, and a refused call counts in neither.
+#[test]
+fn query_limits_hold_across_instances_sharing_l2() {
+    use strata::config::{Config, RatePolicy};
+    let up = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let app = || {
+            let mut cfg = Config::default();
+            cfg.l2.url = up.url();
+            cfg.rate.query_per_user = RatePolicy::new(3, 60);
+            cfg.rate.query_global = RatePolicy::new(5, 60);
+            cfg.rate.bypass = vec!["svc-*".into()];
+            let app = strata::app::App::new(cfg, None);
+            let l2 = app.l2.clone().expect("tiered");
+            l2.start();
+            (app, l2)
+        };
+        let ((a, la), (b, lb)) = (app(), app());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(la.is_up() && lb.is_up()) {
+            assert!(Instant::now() < deadline, "L2 never came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut got = Vec::new();
+        for (i, user) in ["u1", "u1", "u1", "u1", "u2", "u2", "u3"]
+            .iter()
+            .enumerate()
+        {
+            let limiter = if i % 2 == 0 { &a.rate } else { &b.rate };
+            got.push(limiter.check_query(user, false).await);
+        }
+        let ok: Vec<bool> = got.iter().map(|r| r.is_ok()).collect();
+        // u1's 4th is over its own limit (and so not counted globally): u2 still gets 2.
+        assert_eq!(ok, [true, true, true, false, true, true, false], "{got:?}");
+        let e = got[3].as_ref().unwrap_err();
+        assert!(
+            e.starts_with("RATELIMITED QUERY rate limit of user 'u1'"),
+            "{e}"
+        );
+        let e = got[6].as_ref().unwrap_err();
+        assert!(e.starts_with("RATELIMITED global QUERY rate limit"), "{e}");
+        assert!(e.ends_with(" ms"), "{e}");
+        // Admins and bypassed users pass, counted nowhere.
+        assert!(a.rate.check_query("root", true).await.is_ok());
+        assert!(b.rate.check_query("svc-batch", false).await.is_ok());
+        assert_eq!(a.rate.mode(), "l2");
+    });
+    let mut cu = up.conn();
+    let global: i64 = redis::cmd("ZCARD")
+        .arg("strata:qrate:{query}:global")
+        .query(&mut cu)
+        .unwrap();
+    assert_eq!(global, 5);
+}
