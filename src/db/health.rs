@@ -649,9 +649,22 @@ async fn repair(db: &Database, i: usize) {
         &format!("stale_primary:{}", inst.name),
         &format!("{} is a replica again", inst.name),
     );
+    // Streaming, but from a server that is neither the primary nor another replica (an old
+    // primary back from the dead), or on an older timeline than the primary's: not replicating
+    // from the primary either.
+    let upstream_ok = report.receiver.as_ref().is_some_and(|w| {
+        let from_known = db.instances().any(|i| {
+            i.index != inst.index
+                && (i.index == p || i.health.is_replica())
+                && i.port == w.sender_port
+                && i.host == w.sender_host
+        });
+        let primary_tli = primary.health.last().and_then(|r| r.timeline).unwrap_or(0);
+        from_known && (w.timeline == 0 || w.timeline >= primary_tli)
+    });
     let action = {
         let mut r = inst.health.repair.lock();
-        if report.streaming() {
+        if report.streaming() && upstream_ok {
             if r.not_streaming > 0 {
                 tracing::info!(instance = %inst.name, "replica streams again");
             }
