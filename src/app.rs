@@ -40,6 +40,8 @@ pub struct App {
     pub pubsub: Arc<PubSub>,
     /// RATE, CL.THROTTLE and the QUERY limits (state in L2 when configured, else here).
     pub rate: Arc<crate::guard::limiter::RateLimiter>,
+    /// The ACL users (`[[users]]` and the default user), compiled at start.
+    pub acl: crate::guard::acl::Acl,
     /// Standalone mode's tag index (tiered mode keeps tags in L2).
     pub tags: crate::cache::tags::TagIndex,
     /// Clients waiting in a blocking command (INFO blocked_clients), and their order per key.
@@ -145,8 +147,14 @@ impl App {
             &config.rate,
             l2.clone(),
         ));
+        // Validated with the configuration; should it ever fail here, nobody may run anything.
+        let acl = crate::guard::acl::Acl::compile(&config.users).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "ACL users do not compile: every command is refused");
+            crate::guard::acl::Acl::locked()
+        });
         let app = App {
             rate,
+            acl,
             alerts,
             store,
             l2,

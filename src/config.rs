@@ -36,6 +36,32 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub rate: RateConfig,
     pub log: LogConfig,
+    /// ACL users (`[[users]]`, docs/security.md).
+    pub users: Vec<UserConfig>,
+}
+
+/// One ACL user (`[[users]]`). Its rules are compiled and checked by `guard::acl` at start.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserConfig {
+    /// The user name AUTH and HELLO AUTH give; `default` redefines the default user.
+    pub name: String,
+    /// The password in clear (kept only as its SHA-256 digest once loaded).
+    pub password: Option<String>,
+    /// The password's SHA-256 digest, 64 hex digits (instead of `password`).
+    pub password_sha256: Option<String>,
+    /// Bypasses the QUERY limits, may run DDL through QUERY and (without `commands`) the
+    /// admin-only commands.
+    pub admin: bool,
+    /// Redis ACL command rules ("+@read -@dangerous +query"); absent: every command but the
+    /// admin-only ones (all of them with `admin = true`).
+    pub commands: Option<String>,
+    /// Redis ACL key rules ("~cache:* ~session:*"); absent: every key.
+    pub keys: Option<String>,
+    /// The PostgreSQL role this user's QUERYs run under (SET LOCAL ROLE, per statement).
+    pub db_role: Option<String>,
+    /// Only read QUERYs: a write QUERY gets NOPERM.
+    pub query_readonly: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -662,6 +688,17 @@ impl Config {
         self.validate_health()?;
         self.validate_alerts()?;
         self.validate_rate()?;
+        crate::guard::acl::Acl::compile(&self.users).map_err(ConfigError)?;
+        if let Some(i) = self.users.iter().position(|u| {
+            u.name == "default"
+                && (u.password.is_some() || u.password_sha256.is_some())
+                && !self.server.requirepass.is_empty()
+        }) {
+            return bad(
+                &format!("users[{i}].password"),
+                "the default user's password is server.requirepass; set one or the other",
+            );
+        }
         if self.server.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("server.bind", "must be an IP address");
         }
@@ -1278,6 +1315,24 @@ mod tests {
             }
         }
         Config::from_table(reference).expect("reference config is valid");
+    }
+
+    /// The commented-out `[[users]]` example of config/strata.toml is a valid user.
+    #[test]
+    fn reference_users_example_is_valid() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/strata.toml"))
+                .expect("config/strata.toml");
+        let start = text.find("# [[users]]").expect("users example");
+        let example: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::from_table(example.parse().expect("example parses")).expect("valid");
+        c.validate().expect("example validates");
+        assert_eq!(c.users.len(), 1);
+        assert_eq!(c.users[0].db_role.as_deref(), Some("reporting_ro"));
     }
 
     #[test]

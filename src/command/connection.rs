@@ -11,6 +11,7 @@ use crate::server::session::ClientInfo;
 use bytes::Bytes;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 const S_CONN: &[&str] = &["connection"];
 const S_SLOW_CONN: &[&str] = &["admin", "slow", "dangerous", "connection"];
@@ -207,19 +208,23 @@ pub fn echo(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
-const WRONGPASS: CmdError =
-    CmdError::new("WRONGPASS invalid username-password pair or user is disabled.");
-
-/// Checks a user/password pair against the configuration (the `default` user only, until ACL).
-fn check_password(ctx: &Ctx<'_>, user: &[u8], pass: &[u8]) -> Result<(), CmdError> {
+/// Checks a user/password pair against the ACL users (`guard::acl`: digests compared in
+/// constant time) and makes the connection that user.
+fn authenticate(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> Result<(), CmdError> {
     let required = ctx.app.config.read().server.requirepass.clone();
-    let ok = user == b"default"
-        && (required.is_empty() || constant_time_eq::constant_time_eq(pass, required.as_bytes()));
-    if ok {
-        Ok(())
-    } else {
-        Err(WRONGPASS)
-    }
+    let u = ctx.app.acl.authenticate(user, pass, &required)?;
+    set_user(ctx.session, u);
+    Ok(())
+}
+
+/// The connection runs as `user` from now on.
+pub fn set_user(session: &mut crate::server::session::Session, user: Arc<crate::guard::acl::User>) {
+    session.authenticated = true;
+    session.user = user.name.clone();
+    *session.info.user.lock() = Arc::from(user.name.as_str());
+    session.acl = Some(user);
+    // Statement shapes were classified for the previous user's rights (DDL is admin-only).
+    session.query_shapes.clear();
 }
 
 pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
@@ -228,12 +233,16 @@ pub fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         3 => (&args[1][..], &args[2][..]),
         _ => return Err(SYNTAX),
     };
-    if args.len() == 2 && ctx.app.config.read().server.requirepass.is_empty() {
+    if args.len() == 2
+        && !ctx
+            .app
+            .acl
+            .default_user()
+            .needs_password(&ctx.app.config.read().server.requirepass)
+    {
         return Err(CmdError::new("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"));
     }
-    check_password(ctx, user, pass)?;
-    ctx.session.authenticated = true;
-    ctx.session.user = String::from_utf8_lossy(user).into_owned();
+    authenticate(ctx, user, pass)?;
     ctx.out.ok();
     Ok(())
 }
@@ -260,8 +269,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     while i < args.len() {
         let more = args.len() - i - 1;
         if is(&args[i], "auth") && more >= 2 {
-            check_password(ctx, &args[i + 1], &args[i + 2])?;
-            ctx.session.user = String::from_utf8_lossy(&args[i + 1]).into_owned();
+            authenticate(ctx, &args[i + 1], &args[i + 2])?;
             authed = true;
             i += 3;
         } else if is(&args[i], "setname") && more >= 1 {
@@ -342,10 +350,10 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
     ctx.out.resp3 = false;
     ctx.session.info.resp.store(2, Ordering::Relaxed);
     *ctx.session.info.name.lock() = Bytes::new();
-    if !ctx.app.config.read().server.requirepass.is_empty() {
-        ctx.session.authenticated = false;
-    }
-    ctx.session.user = "default".into();
+    let default = ctx.app.acl.default_user();
+    let open = !default.needs_password(&ctx.app.config.read().server.requirepass);
+    set_user(ctx.session, default);
+    ctx.session.authenticated = open;
     ctx.out.simple("RESET");
     Ok(())
 }
@@ -409,7 +417,7 @@ fn client_line(c: &ClientInfo, now: u64) -> String {
     let lib = c.lib.lock().clone();
     let _ = write!(
         s,
-        "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
         addr,
         laddr,
@@ -423,6 +431,7 @@ fn client_line(c: &ClientInfo, now: u64) -> String {
             0 => "NULL",
             i => REGISTRY.full_names[i - 1].as_str(),
         },
+        c.user.lock(),
         c.resp.load(Ordering::Relaxed),
         String::from_utf8_lossy(&lib.0),
         String::from_utf8_lossy(&lib.1),

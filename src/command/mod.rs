@@ -6,6 +6,7 @@
 //! commands), runs the handler, and records statistics. Handlers only parse their arguments,
 //! apply them to the store and write the reply; they never repeat these checks.
 
+pub mod acl;
 pub mod args;
 pub mod connection;
 pub mod error;
@@ -185,7 +186,7 @@ pub fn admit(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]) 
         }
     };
     let c = REGISTRY.all[idx];
-    if let Err(e) = crate::guard::admit(app, session, c, args) {
+    if let Err(e) = crate::guard::admit(app, session, idx, c, args) {
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }

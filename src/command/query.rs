@@ -19,7 +19,7 @@ use super::{CmdResult, Ctx};
 use crate::app::App;
 use crate::cache::query::{render, Format};
 use crate::cache::query_l2;
-use crate::db::database::{lsn_or_dash, Database, DbError, ReadOpts, Shape, Source};
+use crate::db::database::{lsn_or_dash, Database, DbError, ReadOpts, RunAs, Shape, Source};
 use crate::db::pool::{Priority, Role};
 use crate::server::reply::Reply;
 use crate::server::session::Session;
@@ -197,7 +197,7 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
     // The connection's own recent shapes first: no shared lock, no shared counter touched.
     let (sql, shape) = match session.query_shapes.iter().position(|(s, _)| *s == args[1]) {
         Some(i) => session.query_shapes.swap_remove(i),
-        None => match db.shape(&args[1], true) {
+        None => match db.shape(&args[1], session.acl.as_ref().is_none_or(|u| u.ddl)) {
             Ok(s) => (args[1].clone(), s),
             Err(e) => return out.error(&e.to_string()),
         },
@@ -266,9 +266,12 @@ async fn read(
         strong: opts.strong,
         priority,
         cacheable,
+        run_as: run_as(session),
     };
+    // Results are per PostgreSQL role: one role's rows are never served to another.
+    let role = read.run_as.role.as_deref().unwrap_or("");
     let key = cache.key(
-        [&shape.fingerprint[..], session.user.as_bytes()]
+        [&shape.fingerprint[..], b"role:", role.as_bytes()]
             .into_iter()
             .chain(opts.args.iter().map(|a| &a[..])),
     );
@@ -307,7 +310,7 @@ async fn read(
     let fetch = || async {
         // Only what reaches PostgreSQL counts against the QUERY limits.
         app.rate
-            .check_query(&who, false)
+            .check_query(&who, is_admin(session))
             .await
             .map_err(DbError::Refused)?;
         let rc = db.begin_read(shape.clone(), &read).await?;
@@ -368,14 +371,20 @@ async fn write(
     priority: Priority,
     format: Format,
 ) {
+    if let Some(u) = session.acl.as_ref().filter(|u| u.query_readonly) {
+        return out.error(&format!(
+            "NOPERM User {} has no permissions to run a write QUERY",
+            u.name
+        ));
+    }
     if let Err(e) = app
         .rate
-        .check_query(&limited_user(session, opts), false)
+        .check_query(&limited_user(session, opts), is_admin(session))
         .await
     {
         return out.error(&e);
     }
-    let written = match db.write(shape, opts.args, priority).await {
+    let written = match db.write(shape, opts.args, priority, &run_as(session)).await {
         Ok(w) => w,
         Err(e) => {
             if matches!(e, DbError::Interrupted(_)) {
@@ -402,8 +411,23 @@ async fn write(
     }
 }
 
+/// Admin ACL users bypass the QUERY limits.
+fn is_admin(session: &Session) -> bool {
+    session.acl.as_ref().is_some_and(|u| u.admin)
+}
+
+/// Whose rights the connection's QUERYs run with (its ACL user's `db_role`, `query_readonly`).
+fn run_as(session: &Session) -> RunAs {
+    match &session.acl {
+        Some(u) => RunAs {
+            role: u.db_role.clone(),
+            read_only: u.query_readonly,
+        },
+        None => RunAs::default(),
+    }
+}
+
 /// Whom the QUERY limits count a QUERY against: its `USER <id>`, else the connection's user.
-/// (Admin users, who bypass them, come with ACL users.)
 fn limited_user(session: &Session, opts: &Options<'_>) -> String {
     match opts.user {
         Some(u) => String::from_utf8_lossy(u).into_owned(),

@@ -291,6 +291,13 @@ impl CallEnv<'_> {
         if c.flag(NOSCRIPT) {
             return refuse(lua, &format!("-{}", SCRIPT_DENIED.as_str()));
         }
+        // The caller's ACL user, as Redis checks every command a script calls.
+        if let Some(user) = &self.session.acl {
+            if let Err(e) = user.check(idx, c, &argv) {
+                let why = e.as_str().strip_prefix("NOPERM ").unwrap_or(e.as_str());
+                return refuse(lua, &format!("-ERR ACL failure in script: {why}"));
+            }
+        }
         if self.read_only && c.flag(WRITE) {
             return refuse(lua, RO_WRITE);
         }
@@ -392,6 +399,7 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &[Bytes], by_sha: bool, ro: bool) -> Cm
     let mut session = Session::new(Arc::new(ClientInfo::new(0, None, None, now)), true);
     session.select(ctx.session.db);
     session.user = ctx.session.user.clone();
+    session.acl = ctx.session.acl.clone();
     let mut env = CallEnv {
         app,
         run: &scripts.run,

@@ -4,8 +4,8 @@
 //! COMMAND COUNT/INFO/DOCS/LIST. A new command is one entry here plus its handler.
 
 use super::{
-    connection as conn, hashes, keys, lists, pubsub, query, rate, scripting, server, sets, strings,
-    tags, transactions as tx, zsets,
+    acl, connection as conn, hashes, keys, lists, pubsub, query, rate, scripting, server, sets,
+    strings, tags, transactions as tx, zsets,
 };
 use super::{CmdResult, Ctx};
 use bytes::Bytes;
@@ -188,6 +188,7 @@ pub static COMMANDS: &[Command] = &[
     cmd("quit", -1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE | LOCAL, NOKEY, S_CONN, "connection", "Closes the connection.", conn::quit),
     cmd("reset", 1, NO_AUTH | FAST | NOSCRIPT | NOQUEUE | LOCAL, NOKEY, S_CONN, "connection", "Resets the connection.", conn::reset),
     container("client", -2, LOCAL, S_CONN, "connection", "A container for client connection commands.", conn::CLIENT),
+    container("acl", -2, LOCAL, S_CONN, "server", "A container for Access List Control commands.", acl::ACL),
     container("command", -1, LOCAL, S_CONN, "server", "Returns detailed information about all commands.", conn::COMMAND),
     // Strings
     cmd("get", 2, RF | CACHED, KEY1, S_STR, "string", "Returns the string value of a key.", strings::get),

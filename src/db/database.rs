@@ -255,7 +255,7 @@ impl Instance {
 }
 
 /// What a read asks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReadOpts {
     pub max_lag: Duration,
     /// Read your writes: the WAL position the serving replica must have replayed (0: none).
@@ -264,6 +264,40 @@ pub struct ReadOpts {
     pub priority: Priority,
     /// The result may be cached: resolve the tags it depends on (skipped otherwise).
     pub cacheable: bool,
+    /// Whose rights the statement runs with.
+    pub run_as: RunAs,
+}
+
+/// Whose rights a QUERY statement runs with: an ACL user's `db_role` and `query_readonly`.
+/// The default (no role, not read-only) runs the statement as it is, as the pool's login role.
+#[derive(Debug, Clone, Default)]
+pub struct RunAs {
+    pub role: Option<Arc<str>>,
+    pub read_only: bool,
+}
+
+impl RunAs {
+    /// The command that opens the statement's transaction, or None when it needs none.
+    fn begin(&self) -> Option<String> {
+        if self.role.is_none() && !self.read_only {
+            return None;
+        }
+        let mut s = String::from(if self.read_only {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        });
+        if let Some(role) = &self.role {
+            s.push_str("; SET LOCAL ROLE ");
+            s.push_str(&quote_ident(role));
+        }
+        Some(s)
+    }
+}
+
+/// A PostgreSQL identifier, double-quoted (embedded quotes doubled): any role name, never SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Where a result came from.
@@ -745,6 +779,7 @@ impl Database {
             proof,
             tags,
             volatile,
+            run_as: opts.run_as.clone(),
         })
     }
 
@@ -817,6 +852,7 @@ impl Database {
         shape: &Shape,
         args: &[Bytes],
         priority: Priority,
+        run_as: &RunAs,
     ) -> Result<Written, DbError> {
         let at = self.writable_primary()?;
         let conn = self.connect(at, Role::Write, priority).await?;
@@ -844,7 +880,7 @@ impl Database {
             (tags.iter().map(|t| format!("table:{t}")).collect(), unknown)
         };
         let started = Instant::now();
-        let run = run_statement(&conn, &shape.sql, args, self.max_result_bytes).await;
+        let run = run_as_statement(&conn, run_as, &shape.sql, args, self.max_result_bytes).await;
         at.observe("primary", started, run.is_ok());
         at.breaker_record(!matches!(run, Err(DbError::Unavailable(_))));
         let (rows, affected) = match run {
@@ -949,6 +985,7 @@ pub struct ReadConn<'a> {
     pub tags: Vec<String>,
     /// Calls something not immutable (not cached without an explicit TTL).
     pub volatile: bool,
+    run_as: RunAs,
 }
 
 impl ReadConn<'_> {
@@ -959,7 +996,7 @@ impl ReadConn<'_> {
         let inst = self.at;
         let started = Instant::now();
         let sql = &self.shape.sql;
-        let r = run_statement(&self.conn, sql, args, db.max_result_bytes).await;
+        let r = run_as_statement(&self.conn, &self.run_as, sql, args, db.max_result_bytes).await;
         let role = match self.target {
             Target::Primary => "primary",
             Target::Replica(_) => "replica",
@@ -994,6 +1031,52 @@ fn affected_result(n: u64) -> QueryResult {
     QueryResult {
         columns: vec!["rows".into()],
         rows: vec![vec![PgValue::Int(n as i64)]],
+    }
+}
+
+/// Runs one statement as `run_as` says. With a role (or read-only), the statement runs in its
+/// own transaction: `BEGIN [READ ONLY]; SET LOCAL ROLE "<role>"`, the statement, then COMMIT
+/// (ROLLBACK after an error). SET LOCAL ends with the transaction whatever happens on the
+/// server, so the role cannot outlive the statement there; and should this future be dropped
+/// before COMMIT or ROLLBACK completed (the client went away), the connection is closed
+/// instead of going back to the pool, so no later statement can run inside that transaction.
+async fn run_as_statement(
+    conn: &super::pool::Conn,
+    run_as: &RunAs,
+    sql: &str,
+    args: &[Bytes],
+    max_bytes: u64,
+) -> Result<(Option<QueryResult>, u64), DbError> {
+    let Some(begin) = run_as.begin() else {
+        return run_statement(conn, sql, args, max_bytes).await;
+    };
+    struct Armed<'c>(Option<&'c super::pool::Conn>);
+    impl Drop for Armed<'_> {
+        fn drop(&mut self) {
+            if let Some(c) = self.0 {
+                c.poison();
+            }
+        }
+    }
+    let mut armed = Armed(Some(conn));
+    let name = conn.server().to_string();
+    let pg = |e: tokio_postgres::Error| DbError::from_pg(&name, &e);
+    conn.client().batch_execute(&begin).await.map_err(pg)?;
+    let r = run_statement(conn, sql, args, max_bytes).await;
+    let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.client().batch_execute(end).await;
+    match (r, ended) {
+        (Ok(v), Ok(())) => {
+            armed.0 = None;
+            Ok(v)
+        }
+        (Err(e), Ok(())) => {
+            armed.0 = None;
+            Err(e)
+        }
+        // The transaction's end is unknown: the connection is not reused.
+        (Ok(_), Err(e)) => Err(pg(e)),
+        (Err(e), Err(_)) => Err(e),
     }
 }
 
@@ -1265,4 +1348,27 @@ fn chrono_now() -> String {
 /// DB.STATUS's LSN text.
 pub fn lsn_or_dash(lsn: Option<u64>) -> String {
     lsn.map_or_else(|| "-".to_string(), lsn_text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_as_opens_a_transaction_only_when_needed_and_quotes_the_role() {
+        assert_eq!(RunAs::default().begin(), None);
+        let ro = RunAs {
+            role: None,
+            read_only: true,
+        };
+        assert_eq!(ro.begin().as_deref(), Some("BEGIN READ ONLY"));
+        let role = RunAs {
+            role: Some(Arc::from("we\"ird; DROP TABLE t")),
+            read_only: false,
+        };
+        assert_eq!(
+            role.begin().as_deref(),
+            Some("BEGIN; SET LOCAL ROLE \"we\"\"ird; DROP TABLE t\"")
+        );
+    }
 }

@@ -1371,6 +1371,12 @@ impl Conn {
         self.note(r)
     }
 
+    /// Marks this connection to be closed when it is dropped instead of being returned (its
+    /// session state is unknown, e.g. a transaction left open).
+    pub fn poison(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
     /// Closes this connection instead of returning it (the caller knows it is broken); its
     /// place in the budget is freed and the minimum restored in the background.
     pub fn discard(self) {

@@ -1,7 +1,9 @@
 //! The guard chain: the one place that decides whether an admitted, well-formed command may
-//! run (Valkey's processCommand). Today: authentication and the memory bound; ACL rules, rate
-//! limits and circuit breakers join here, before any handler, so handlers never repeat checks.
+//! run (Valkey's processCommand): authentication, the connection's ACL user (commands and
+//! keys), pub/sub context and the memory bound, before any handler, so handlers never repeat
+//! checks. Scripts' `redis.call` applies the same ACL check (`acl::User::check`).
 
+pub mod acl;
 pub mod breaker;
 pub mod limiter;
 pub mod rate;
@@ -25,9 +27,18 @@ const SUBSCRIBED_MODE: &[&str] = &[
     "reset",
 ];
 
-pub fn admit(app: &App, session: &Session, c: &Command, _args: &[Bytes]) -> Result<(), CmdError> {
+pub fn admit(
+    app: &App,
+    session: &Session,
+    idx: usize,
+    c: &Command,
+    args: &[Bytes],
+) -> Result<(), CmdError> {
     if !session.authenticated && !c.flag(NO_AUTH) {
         return Err(NOAUTH);
+    }
+    if let Some(user) = &session.acl {
+        user.check(idx, c, args)?;
     }
     if !session.resp3 && session.subscriptions() > 0 && !SUBSCRIBED_MODE.contains(&c.name) {
         return Err(CmdError::msg(format!(

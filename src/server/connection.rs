@@ -152,8 +152,10 @@ async fn wait_blocked(
 }
 
 pub async fn serve(app: Arc<App>, mut stream: TcpStream, info: Arc<ClientInfo>) {
-    let authenticated = app.config.read().server.requirepass.is_empty();
+    let default = app.acl.default_user();
+    let authenticated = !default.needs_password(&app.config.read().server.requirepass);
     let mut session = Session::new(info.clone(), authenticated);
+    session.acl = Some(default);
     let mut mailbox = Mailbox::new(info.clone());
     session.subscriber = Some(mailbox.subscriber.clone());
     let mut out = Reply::new(false);

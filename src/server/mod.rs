@@ -92,7 +92,8 @@ async fn admit(app: &Arc<App>, mut stream: TcpStream, addr: SocketAddr) {
         let c = app.config.read();
         (
             c.server.maxclients,
-            c.server.protected_mode && c.server.requirepass.is_empty(),
+            c.server.protected_mode
+                && !app.acl.default_user().needs_password(&c.server.requirepass),
             c.server.tcp_keepalive,
         )
     };

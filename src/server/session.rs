@@ -38,6 +38,8 @@ pub struct ClientInfo {
     pub db: AtomicUsize,
     pub name: Mutex<Bytes>,
     pub lib: Mutex<(Bytes, Bytes)>,
+    /// The ACL user (CLIENT LIST's `user=`).
+    pub user: Mutex<Arc<str>>,
     /// Registry index + 1 of the last command run (0 = none yet); one relaxed store per command.
     pub last_cmd: AtomicUsize,
     pub resp: AtomicUsize,
@@ -57,6 +59,7 @@ impl ClientInfo {
             db: AtomicUsize::new(0),
             name: Mutex::new(Bytes::new()),
             lib: Mutex::new((Bytes::new(), Bytes::new())),
+            user: Mutex::new(Arc::from("default")),
             last_cmd: AtomicUsize::new(0),
             resp: AtomicUsize::new(2),
             multi: AtomicBool::new(false),
@@ -76,6 +79,8 @@ pub struct Session {
     pub resp3: bool,
     pub authenticated: bool,
     pub user: String,
+    /// The ACL user's rules (None: the built-in default user, who may run everything).
+    pub acl: Option<Arc<crate::guard::acl::User>>,
     pub multi: Option<MultiState>,
     pub watched: Vec<(usize, Vec<u8>)>,
     pub watch_flag: WatchFlag,
@@ -112,6 +117,7 @@ impl Session {
             resp3: false,
             authenticated,
             user: "default".into(),
+            acl: None,
             multi: None,
             watched: Vec::new(),
             watch_flag: Arc::new(Default::default()),
