@@ -105,6 +105,15 @@ pub struct ServerConfig {
     /// A Lua script running longer than this many milliseconds is aborted with an error, so a
     /// runaway script cannot hold the store forever.
     pub lua_time_limit_ms: u64,
+    /// TLS port (0 = off). With `port = 0` as well, only TLS is served (docs/security.md).
+    pub tls_port: u16,
+    /// The server's certificate chain and private key (PEM).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// CA certificates (PEM) client certificates are checked against.
+    pub tls_ca_cert_file: String,
+    /// Client certificates: `yes` (required), `optional` (checked when sent) or `no`.
+    pub tls_auth_clients: TlsAuthClients,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +137,11 @@ impl Default for ServerConfig {
             hz: 10,
             threads: 0,
             lua_time_limit_ms: 5000,
+            tls_port: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_cert_file: String::new(),
+            tls_auth_clients: TlsAuthClients::Yes,
         }
     }
 }
@@ -281,6 +295,11 @@ pub struct DatabaseConfig {
     pub metrics_interval_ms: u64,
     pub primary: InstanceConfig,
     pub replicas: Vec<InstanceConfig>,
+    /// TLS to PostgreSQL: `""` (the URLs' sslmode decides; without one, plain), `disable`,
+    /// `require` (encrypted, certificate not checked) or `verify-full` (checked, name too).
+    pub tls: String,
+    /// CA certificates (PEM) for `verify-full` (empty: Mozilla's roots).
+    pub tls_ca_cert_file: String,
 }
 
 impl Default for DatabaseConfig {
@@ -310,6 +329,8 @@ impl Default for DatabaseConfig {
                 ..InstanceConfig::default()
             },
             replicas: Vec::new(),
+            tls: String::new(),
+            tls_ca_cert_file: String::new(),
         }
     }
 }
@@ -699,6 +720,7 @@ impl Config {
                 "the default user's password is server.requirepass; set one or the other",
             );
         }
+        self.validate_tls()?;
         if self.server.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("server.bind", "must be an IP address");
         }
@@ -1407,5 +1429,62 @@ mod tests {
         assert_eq!(ByteSize::parse("2GB"), Some(ByteSize(2 << 30)));
         assert_eq!(ByteSize::parse("x"), None);
         assert_eq!(ByteSize::parse("99999999999999999999gb"), None);
+    }
+}
+
+// ---- TLS ([server] tls_*, [database] tls*) ---------------------------------------------------
+
+/// `server.tls_auth_clients`, as Redis's `tls-auth-clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsAuthClients {
+    No,
+    Optional,
+    Yes,
+}
+
+impl Config {
+    /// Which keys TLS needs and that their files exist; the PEM contents are parsed when the
+    /// listener is built (`server::tls::acceptor`, also run by `check-config`).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("config key `{k}`: {why}")));
+        let s = &self.server;
+        let readable = |f: &str| std::fs::File::open(f).is_ok();
+        if s.tls_port != 0 {
+            if s.tls_port == s.port {
+                return bad("server.tls_port", "must differ from server.port");
+            }
+            for (k, f) in [
+                ("server.tls_cert_file", &s.tls_cert_file),
+                ("server.tls_key_file", &s.tls_key_file),
+            ] {
+                if f.is_empty() {
+                    return bad(k, "required when server.tls_port is set");
+                }
+                if !readable(f) {
+                    return bad(k, "file not readable");
+                }
+            }
+            if s.tls_auth_clients != TlsAuthClients::No && s.tls_ca_cert_file.is_empty() {
+                return bad(
+                    "server.tls_ca_cert_file",
+                    "required to check client certificates (or set tls_auth_clients = \"no\")",
+                );
+            }
+        }
+        if !s.tls_ca_cert_file.is_empty() && !readable(&s.tls_ca_cert_file) {
+            return bad("server.tls_ca_cert_file", "file not readable");
+        }
+        let d = &self.database;
+        if !matches!(d.tls.as_str(), "" | "disable" | "require" | "verify-full") {
+            return bad(
+                "database.tls",
+                "must be \"disable\", \"require\" or \"verify-full\" (or empty)",
+            );
+        }
+        if !d.tls_ca_cert_file.is_empty() && !readable(&d.tls_ca_cert_file) {
+            return bad("database.tls_ca_cert_file", "file not readable");
+        }
+        Ok(())
     }
 }

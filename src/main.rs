@@ -51,7 +51,10 @@ fn load(args: &ServeArgs, file: Option<PathBuf>) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::CheckConfig { file }) => match load(&cli.serve, file) {
+        Some(Cmd::CheckConfig { file }) => match load(&cli.serve, file).and_then(|c| {
+            strata::server::tls::acceptor(&c.server)?;
+            Ok(c)
+        }) {
             Ok(_) => {
                 println!("configuration OK");
                 ExitCode::SUCCESS
@@ -79,6 +82,17 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     strata::observe::log::init(&cfg.log);
     strata::server::raise_nofile(cfg.server.maxclients);
+    if let Err(e) = strata::db::tls::configure(&cfg.database) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let acceptor = match strata::server::tls::acceptor(&cfg.server) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let threads = match cfg.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -106,7 +120,7 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
         }
         strata::command::query::start(&app);
         app.start_alert_rules();
-        let listener = match strata::server::bind(&app).await {
+        let listeners = match strata::server::bind_all(&app, acceptor).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot bind the client port");
@@ -120,7 +134,8 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
             }
         }
         let port = app.port.load(std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(port, "Strata ready to accept connections");
+        let tls_port = listeners.tls.as_ref().and_then(|t| t.0.local_addr().ok()).map(|a| a.port());
+        tracing::info!(port, ?tls_port, "Strata ready to accept connections");
         let signals = app.clone();
         tokio::spawn(async move {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -134,7 +149,7 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
             tracing::info!("signal received, shutting down");
             signals.shutdown();
         });
-        strata::server::run(app, listener).await;
+        strata::server::run(app, listeners).await;
         ExitCode::SUCCESS
     })
 }

@@ -20,14 +20,13 @@ use bytes::{Bytes, BytesMut};
 use redis::Value;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 pub const UNAVAILABLE: &str = "UNAVAILABLE L2 unavailable";
 
 /// The client's socket, for commands that wait upstream (a blocking pop ends when the client
 /// goes away, as it does in Redis).
 pub struct Io<'a> {
-    pub stream: &'a mut TcpStream,
+    pub stream: &'a mut crate::server::tls::Stream,
     pub rbuf: &'a mut BytesMut,
     /// The client's pub/sub outbox (messages forwarded from its upstream subscriptions).
     pub mailbox: &'a mut crate::server::pubsub::Mailbox,

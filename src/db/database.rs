@@ -400,6 +400,7 @@ pub fn pg_config(
         pg.connect_timeout(Duration::from_millis(db.connect_timeout_ms));
     }
     pg.application_name("strata");
+    super::tls::apply(db, &mut pg);
     pg
 }
 
@@ -945,9 +946,7 @@ impl Database {
     pub async fn track(&self, tables: &[String]) -> Result<Vec<String>, DbError> {
         let primary = self.writable_primary()?;
         let name = &primary.name;
-        let (client, connection) = primary
-            .admin
-            .connect(tokio_postgres::NoTls)
+        let (client, connection) = super::tls::connect(&primary.admin)
             .await
             .map_err(|e| DbError::from_pg(name, &e))?;
         let task = tokio::spawn(connection);
@@ -1195,7 +1194,7 @@ impl ProbeConn {
             if Instant::now() < self.retry_at {
                 return None;
             }
-            match tokio::time::timeout(timeout, self.pg.connect(tokio_postgres::NoTls)).await {
+            match tokio::time::timeout(timeout, super::tls::connect(&self.pg)).await {
                 Ok(Ok((client, connection))) => {
                     tokio::spawn(connection);
                     self.client = Some(client);

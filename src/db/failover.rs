@@ -8,7 +8,6 @@
 use super::database::Database;
 use super::router::{lsn_text, parse_lsn};
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// An administrative connection to instance `i`, with its driver task.
 async fn admin(db: &Database, i: usize) -> Result<tokio_postgres::Client, String> {
@@ -16,7 +15,7 @@ async fn admin(db: &Database, i: usize) -> Result<tokio_postgres::Client, String
     let mut pg = inst.admin.clone();
     pg.application_name("strata-admin");
     let timeout = Duration::from_millis(db.health.check_timeout_ms);
-    match tokio::time::timeout(timeout, pg.connect(NoTls)).await {
+    match tokio::time::timeout(timeout, super::tls::connect(&pg)).await {
         Ok(Ok((client, conn))) => {
             tokio::spawn(conn);
             Ok(client)

@@ -20,6 +20,7 @@ pub mod health;
 pub mod nodemetrics;
 pub mod pool;
 pub mod router;
+pub mod tls;
 pub mod track;
 pub mod value;
 

@@ -22,7 +22,7 @@
 //!
 //! Not here: choosing a server (router, balancer), health checks and breakers (a server that is
 //! down only makes the background top-up retry quietly: 1 s, 2 s, then every 4 s), TLS (the
-//! connections use `NoTls`), and session state — QUERY refuses statements that would leave state
+//! connections are opened by `db::tls::connect`), and session state — QUERY refuses statements that would leave state
 //! on a pooled connection; a `Conn` is handed back as it is.
 
 use deadpool_postgres::ClientWrapper;
@@ -37,7 +37,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 /// At most this many callers wait for a connection on one server; one more is refused at once
 /// (`PoolError::Exhausted`) rather than queued.
@@ -887,7 +887,7 @@ impl Inner {
     /// Opens one connection with the session settings, within `connect_timeout`.
     async fn connect(&self) -> Result<ClientWrapper, PoolError> {
         let open = async {
-            let (client, connection) = self.pg.connect(NoTls).await?;
+            let (client, connection) = super::tls::connect(&self.pg).await?;
             let task = tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "database connection ended");

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 /// The channel the triggers NOTIFY and the listener LISTENs on.
 pub const CHANNEL: &str = "strata_invalidate";
@@ -661,7 +661,7 @@ async fn session(
         listened: false,
         error,
     };
-    let connect = tokio::time::timeout(limit, config.connect(NoTls));
+    let connect = tokio::time::timeout(limit, super::tls::connect(&config));
     let (client, mut connection) = tokio::select! {
         biased;
         _ = stopped(shutdown) => return Ended::Shutdown,

@@ -12,6 +12,7 @@ use super::frame::Framer;
 use super::pubsub::Mailbox;
 use super::reply::Reply;
 use super::session::{Block, ClientInfo, Session};
+use super::tls::Stream;
 use crate::app::App;
 use crate::cache::store::{Watch, WatchFlag};
 use crate::command::{self, pubsub, transactions};
@@ -20,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Pending output is written out once it passes this size, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
@@ -61,7 +61,7 @@ fn limits(app: &App) -> Limits {
 
 async fn flush(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     out: &mut Reply,
     lim: &Limits,
     info: &ClientInfo,
@@ -74,7 +74,11 @@ async fn flush(
     }
     // A client that does not read is cut off by CLIENT KILL (or the pub/sub backlog limit)
     // even while its write is blocked.
-    let write = tokio::time::timeout(lim.stall, stream.write_all(&out.buf));
+    // The flush sends what TLS still holds (a no-op on plain TCP).
+    let write = tokio::time::timeout(lim.stall, async {
+        stream.write_all(&out.buf).await?;
+        stream.flush().await
+    });
     tokio::select! {
         r = write => match r {
             Ok(Ok(())) => {}
@@ -96,7 +100,7 @@ async fn flush(
 /// commands the client pipelined behind it wait, as in Redis.
 async fn wait_blocked(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     session: &mut Session,
     out: &mut Reply,
     rbuf: &mut BytesMut,
@@ -151,7 +155,7 @@ async fn wait_blocked(
     result
 }
 
-pub async fn serve(app: Arc<App>, mut stream: TcpStream, info: Arc<ClientInfo>) {
+pub async fn serve(app: Arc<App>, mut stream: Stream, info: Arc<ClientInfo>) {
     let default = app.acl.default_user();
     let authenticated = !default.needs_password(&app.config.read().server.requirepass);
     let mut session = Session::new(info.clone(), authenticated);
@@ -174,7 +178,7 @@ pub async fn serve(app: Arc<App>, mut stream: TcpStream, info: Arc<ClientInfo>) 
 
 async fn run(
     app: &App,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     session: &mut Session,
     out: &mut Reply,
     mailbox: &mut Mailbox,

@@ -1,4 +1,4 @@
-//! The network edge: the TCP listener, admission of connections (maxclients, protected mode),
+//! The network edge: the TCP and TLS listeners, admission of connections (maxclients, protected mode),
 //! one task per connection, background cron (active expiry), and graceful shutdown on
 //! SIGTERM/SIGINT or SHUTDOWN. Knows nothing about data types: it hands argument vectors to
 //! `command::execute`.
@@ -10,6 +10,7 @@ pub mod frame;
 pub mod pubsub;
 pub mod reply;
 pub mod session;
+pub mod tls;
 
 use crate::app::App;
 use session::ClientInfo;
@@ -17,8 +18,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tls::Stream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 const PROTECTED_MODE_MSG: &str = "-DENIED Strata is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Strata you may adopt one of the following solutions: 1) Set a password with 'requirepass' in [server] (or CONFIG SET requirepass). 2) Disable protected mode with 'protected_mode = false' in [server]. 3) Bind to a private interface and restrict access with a firewall.\r\n";
 
@@ -54,20 +57,78 @@ pub async fn bind(app: &App) -> std::io::Result<TcpListener> {
     Ok(l)
 }
 
-/// Runs until shutdown: accepts clients and drives the cron.
-pub async fn run(app: Arc<App>, listener: TcpListener) {
+/// The client listeners: plain TCP (none when only TLS is served: `port = 0` with a
+/// `tls_port`) and TLS.
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    pub tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+/// Binds the plain and TLS listeners `[server]` asks for; the acceptor comes from
+/// [`tls::acceptor`].
+pub async fn bind_all(app: &App, acceptor: Option<TlsAcceptor>) -> std::io::Result<Listeners> {
+    let (addr, port) = {
+        let c = app.config.read();
+        (c.server.bind.clone(), c.server.tls_port)
+    };
+    let tls = match acceptor {
+        Some(a) => Some((TcpListener::bind((addr.as_str(), port)).await?, a)),
+        None => None,
+    };
+    // `port = 0` picks an ephemeral port unless TLS is on, where it means "no plain TCP",
+    // as in Redis.
+    let plain_port = app.config.read().server.port;
+    let plain = if tls.is_some() && plain_port == 0 {
+        None
+    } else {
+        Some(bind(app).await?)
+    };
+    Ok(Listeners { plain, tls })
+}
+
+async fn accept(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a TLS client has to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs until shutdown: accepts clients on every listener and drives the cron.
+pub async fn run(app: Arc<App>, listeners: Listeners) {
     tokio::spawn(cron(app.clone()));
     let mut shutdown = app.shutdown_signal();
     let mut backoff = Duration::from_millis(5);
+    let (plain, tls) = (listeners.plain, listeners.tls);
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = accept(plain.as_ref()) => r.map(|(s, a)| (s, a, None)),
+            r = accept(tls.as_ref().map(|t| &t.0)) => {
+                r.map(|(s, a)| (s, a, tls.as_ref().map(|t| t.1.clone())))
+            }
             _ = shutdown.changed() => break,
         };
         match accepted {
-            Ok((stream, addr)) => {
+            Ok((stream, addr, None)) => {
                 backoff = Duration::from_millis(5);
-                admit(&app, stream, addr).await;
+                admit(&app, Stream::Plain(tune(&app, stream)), addr).await;
+            }
+            Ok((stream, addr, Some(acceptor))) => {
+                backoff = Duration::from_millis(5);
+                // The handshake runs in the client's own task so a slow one never holds up
+                // the accept loop.
+                let app = app.clone();
+                let stream = tune(&app, stream);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => admit(&app, Stream::Tls(Box::new(s)), addr).await,
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -87,14 +148,26 @@ pub async fn run(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-async fn admit(app: &Arc<App>, mut stream: TcpStream, addr: SocketAddr) {
-    let (maxclients, protected, keepalive) = {
+/// Socket options every client connection gets (no Nagle delay, TCP keepalive).
+fn tune(app: &App, stream: TcpStream) -> TcpStream {
+    let keepalive = app.config.read().server.tcp_keepalive;
+    let _ = stream.set_nodelay(true);
+    if keepalive > 0 {
+        let sock = socket2_keepalive(&stream, keepalive);
+        if let Err(e) = sock {
+            tracing::debug!(error = %e, "could not set TCP keepalive");
+        }
+    }
+    stream
+}
+
+async fn admit(app: &Arc<App>, mut stream: Stream, addr: SocketAddr) {
+    let (maxclients, protected) = {
         let c = app.config.read();
         (
             c.server.maxclients,
             c.server.protected_mode
                 && !app.acl.default_user().needs_password(&c.server.requirepass),
-            c.server.tcp_keepalive,
         )
     };
     if protected && !addr.ip().is_loopback() {
@@ -102,6 +175,7 @@ async fn admit(app: &Arc<App>, mut stream: TcpStream, addr: SocketAddr) {
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
         let _ = stream.write_all(PROTECTED_MODE_MSG.as_bytes()).await;
+        let _ = stream.flush().await;
         return;
     }
     if app.clients.count() >= maxclients {
@@ -111,20 +185,18 @@ async fn admit(app: &Arc<App>, mut stream: TcpStream, addr: SocketAddr) {
         let _ = stream
             .write_all(b"-ERR max number of clients reached\r\n")
             .await;
+        let _ = stream.flush().await;
         return;
     }
-    let _ = stream.set_nodelay(true);
-    if keepalive > 0 {
-        let sock = socket2_keepalive(&stream, keepalive);
-        if let Err(e) = sock {
-            tracing::debug!(error = %e, "could not set TCP keepalive");
-        }
-    }
+    let local = match &stream {
+        Stream::Plain(s) => s.local_addr().ok(),
+        Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+    };
     let id = app.clients.next_id();
     let info = Arc::new(ClientInfo::new(
         id,
         Some(addr),
-        stream.local_addr().ok(),
+        local,
         crate::command::unix_ms(),
     ));
     app.clients.register(info.clone());
