@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 use support::pg::{sweep_stale_dirs, Lsn, PgCluster};
-use support::{free_port, wait_until};
+use support::{free_port, parent_of, process_gone, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -89,21 +89,23 @@ fn wait_value(c: &PgCluster, name: &str, query: &str, want: &str) {
     );
 }
 
-/// True once the process is gone (or a zombie nobody reaped yet).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// The parent pid of a running process.
-fn parent_of(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+/// p0, resynced from r1, holds r1's timeline: its row 3, none of the rows only p0 had written
+/// (`why`), and what r1 writes next.
+fn assert_follows_new_timeline(c: &PgCluster, why: &str) {
+    wait_value(
+        c,
+        "p0",
+        "SELECT v FROM t WHERE id = 3",
+        "on the new timeline",
+    );
+    assert_eq!(
+        c.scalar("p0", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+            .as_deref(),
+        Some("1,3"),
+        "{why}"
+    );
+    c.exec("r1", "INSERT INTO t VALUES (4, 'after the resync')");
+    wait_value(c, "p0", "SELECT count(*) FROM t WHERE id = 4", "1");
 }
 
 /// Checks that `name` is back as a streaming standby of `primary` with its own identity, and
@@ -196,20 +198,7 @@ fn crashed_old_primary_rejoins_through_pg_rewind_and_an_unreachable_primary_fail
 
     let pid = assert_streams_from(&c, "p0", "r1");
     assert_ne!(pid, crashed);
-    wait_value(
-        &c,
-        "p0",
-        "SELECT v FROM t WHERE id = 3",
-        "on the new timeline",
-    );
-    assert_eq!(
-        c.scalar("p0", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
-            .as_deref(),
-        Some("1,3"),
-        "the transaction the failover lost is gone from p0"
-    );
-    c.exec("r1", "INSERT INTO t VALUES (4, 'after the resync')");
-    wait_value(&c, "p0", "SELECT count(*) FROM t WHERE id = 4", "1");
+    assert_follows_new_timeline(&c, "the transaction the failover lost is gone from p0");
 
     // An unreachable primary: the hook fails with a clear message and touches nothing.
     let r2 = c.postmaster_pid("r2").unwrap();
@@ -328,20 +317,7 @@ fn split_brain_old_primary_whose_wal_was_recycled_rejoins_through_pg_basebackup(
     assert!(process_gone(split));
 
     assert_streams_from(&c, "p0", "r1");
-    wait_value(
-        &c,
-        "p0",
-        "SELECT v FROM t WHERE id = 3",
-        "on the new timeline",
-    );
-    assert_eq!(
-        c.scalar("p0", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
-            .as_deref(),
-        Some("1,3"),
-        "the split-brain writes are gone from p0"
-    );
-    c.exec("r1", "INSERT INTO t VALUES (4, 'after the resync')");
-    wait_value(&c, "p0", "SELECT count(*) FROM t WHERE id = 4", "1");
+    assert_follows_new_timeline(&c, "the split-brain writes are gone from p0");
 
     // `kill` and `start_instance` on a postmaster the harness did not start.
     let pid = c.postmaster_pid("p0").unwrap();

@@ -312,15 +312,7 @@ fn kill9(postmaster: u32) {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: the comm may hold spaces, so split after its ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(postmaster) {
+        if support::proc_stat(pid).is_some_and(|(_, ppid)| ppid == postmaster) {
             pids.push(pid);
         }
     }

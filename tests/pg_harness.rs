@@ -10,19 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::pg::{sweep_stale_dirs, unique_name, Lsn, MetricsServer, PgCluster};
-use support::{http_get, wait_until};
+use support::{http_get, process_gone, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// True once the process is gone (or a zombie nobody reaps).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
 
 /// Reaps `pid` if it is our exited child; true once it is gone.
 fn reaped(pid: u32) -> bool {

@@ -315,8 +315,6 @@ pub struct Roles {
     pub primary: Option<usize>,
     /// The last role changes, newest last (DB.STATUS).
     pub changes: std::collections::VecDeque<String>,
-    /// Role changes since start.
-    pub epoch: u64,
 }
 
 /// Called after the roles changed (a failover, a switchover, a change made outside Strata):
@@ -579,8 +577,7 @@ impl Database {
                 return;
             }
             roles.primary = new;
-            roles.epoch += 1;
-            let stamp = chrono_now();
+            let stamp = now_rfc3339();
             let name =
                 |i: Option<usize>| i.map_or("none".to_string(), |i| self.instances[i].name.clone());
             roles.changes.push_back(format!(
@@ -1282,7 +1279,7 @@ async fn probe(db: Arc<Database>, index: usize, shutdown: watch::Receiver<bool>)
             Some([Some(rec), Some(lsn)]) => parse_lsn(lsn).map(|l| (rec == "true", l)),
             _ => None,
         };
-        inst.health.probed(parsed.is_some());
+        inst.health.reachable(parsed.is_some());
         // Probes count as calls for the breaker: an instance that stopped answering opens it
         // even when no client traffic goes there.
         inst.breaker_record(parsed.is_some());
@@ -1340,7 +1337,7 @@ fn host_port(pg: &tokio_postgres::Config) -> (String, u16) {
 }
 
 /// Now, as RFC 3339 UTC text to the second (role change history).
-fn chrono_now() -> String {
+fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 

@@ -21,7 +21,7 @@ use crate::observe::alerts::{Alert, Severity};
 use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -108,8 +108,6 @@ pub struct HealthState {
     unreachable_since: Mutex<Option<Instant>>,
     pub checks: AtomicU64,
     pub failed_checks: AtomicU64,
-    /// Consecutive failed checks.
-    failing: AtomicU32,
     pub repair: Mutex<Repair>,
     /// Memory and disk use fractions from the node_exporter metrics, when scraped.
     pub node: Mutex<(Option<f64>, Option<f64>)>,
@@ -123,7 +121,6 @@ impl Default for HealthState {
             unreachable_since: Mutex::new(None),
             checks: AtomicU64::new(0),
             failed_checks: AtomicU64::new(0),
-            failing: AtomicU32::new(0),
             repair: Mutex::new(Repair::default()),
             node: Mutex::new((None, None)),
         }
@@ -151,12 +148,8 @@ impl HealthState {
         *self.unreachable_since.lock()
     }
 
-    /// A fast lag probe's outcome.
-    pub fn probed(&self, ok: bool) {
-        self.reachable(ok);
-    }
-
-    fn reachable(&self, ok: bool) {
+    /// Whether the instance answered (a fast lag probe, or a check): starts or ends an outage.
+    pub fn reachable(&self, ok: bool) {
         let mut since = self.unreachable_since.lock();
         if ok {
             *since = None;
@@ -170,11 +163,8 @@ impl HealthState {
     pub fn record(&self, report: Report) {
         let ok = report.ok();
         self.checks.fetch_add(1, Ordering::Relaxed);
-        if ok {
-            self.failing.store(0, Ordering::Relaxed);
-        } else {
+        if !ok {
             self.failed_checks.fetch_add(1, Ordering::Relaxed);
-            self.failing.fetch_add(1, Ordering::Relaxed);
         }
         self.healthy.store(ok, Ordering::Relaxed);
         self.reachable(ok);
@@ -535,9 +525,13 @@ async fn maybe_fail_over(db: &Database) {
     let Some(p) = db.primary_index() else {
         return;
     };
-    let since = db.instances[p].health.unreachable_since();
     let after = Duration::from_secs(db.health.failover_after_s);
-    if decide(since.map(|s| s.elapsed()), after, &[]) == Decision::Wait || since.is_none() {
+    // Cheap before asking every replica: unreachable for long enough yet?
+    if db.instances[p]
+        .health
+        .unreachable_since()
+        .is_none_or(|s| s.elapsed() < after)
+    {
         return;
     }
     let Ok(_guard) = db.switching.try_lock() else {

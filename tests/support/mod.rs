@@ -599,6 +599,27 @@ pub fn resp_len(buf: &[u8]) -> Option<usize> {
     value(buf, 0)
 }
 
+/// A process's state letter and parent pid, from `/proc/<pid>/stat` (`None` once it is gone).
+/// The command name may hold spaces and parentheses, so fields are read after its last ')'.
+pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// True once the process is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    proc_stat(pid).is_none_or(|(state, _)| state == 'Z')
+}
+
+/// The parent pid of a running process.
+pub fn parent_of(pid: u32) -> u32 {
+    proc_stat(pid)
+        .unwrap_or_else(|| panic!("process {pid} is gone"))
+        .1
+}
+
 /// Resident set size of a process in KiB (VmRSS in /proc/<pid>/status).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");

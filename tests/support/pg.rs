@@ -1009,16 +1009,7 @@ fn wait_postmaster_gone(pid: u32, data_dir: &Path, timeout: Duration) {
 /// Reaps `pid` when it is an exited child of this process (checked in /proc first, so a live
 /// child, e.g. a `Command` another test waits for, is never touched).
 fn reap_if_our_zombie(pid: u32) {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return;
-    };
-    let mut fields = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace())
-        .into_iter()
-        .flatten();
-    let (state, ppid) = (fields.next(), fields.next());
-    if state == Some("Z") && ppid == Some(std::process::id().to_string().as_str()) {
+    if super::proc_stat(pid) == Some(('Z', std::process::id())) {
         // SAFETY: waitpid on our own exited child, without blocking.
         unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
     }
