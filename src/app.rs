@@ -10,7 +10,7 @@ use crate::command::scripting::Scripts;
 use crate::config::Config;
 use crate::db::database::Database;
 use crate::db::pool::Role;
-use crate::observe::metrics::{mirror, DbLabel, LayerSeries, Metrics, PoolLabel};
+use crate::observe::metrics::{mirror, DbLabel, LayerSeries, Metrics, NodeLabel, PoolLabel};
 use crate::observe::slowlog::SlowLog;
 use crate::server::clients::Clients;
 use crate::server::pubsub::PubSub;
@@ -460,6 +460,16 @@ impl App {
             mirror(&l.breaker_opened, l2.breaker_opened());
             l.l2_up.set(l2.is_up() as i64);
             l.breaker_state.set(l2.breaker_state().gauge());
+            // Masters that left the topology leave the series too.
+            l.node_up.clear();
+            l.node_breaker_state.clear();
+            for n in l2.nodes() {
+                let label = NodeLabel { node: n.addr };
+                l.node_up.get_or_create(&label).set(n.up as i64);
+                l.node_breaker_state
+                    .get_or_create(&label)
+                    .set(n.breaker.gauge());
+            }
         }
         self.refresh_db_metrics();
         mirror(&s.hits, st.hits.load(Ordering::Relaxed));

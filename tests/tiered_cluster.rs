@@ -6,12 +6,17 @@ mod support;
 
 use redis::{Commands, Value};
 use std::time::Duration;
-use support::{wait_until, RedisCluster, Strata};
+use support::{wait_until, ClusterOpts, RedisCluster, Strata};
 
 fn tiered(cluster: &RedisCluster) -> Strata {
+    tiered_with(cluster, "", "timeout_ms = 1000\n")
+}
+
+/// A tiered Strata in front of `cluster`; `top` goes before the `[l2]` section, `l2` in it.
+fn tiered_with(cluster: &RedisCluster, top: &str, l2: &str) -> Strata {
     let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
     let s = Strata::with_config(&format!(
-        "[l2]\ncluster = [{}]\ntimeout_ms = 1000\n",
+        "{top}[l2]\ncluster = [{}]\n{l2}",
         seeds.join(", ")
     ));
     let mut c = s.conn();
@@ -259,4 +264,267 @@ fn a_dead_cluster_fails_open_and_its_return_serves_nothing_stale() {
     for l in load {
         assert!(l.join().expect("no client error under load") > 0);
     }
+}
+
+fn info(c: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("tiering").query(c).unwrap()
+}
+
+fn field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{name} not in INFO:\n{text}"))
+}
+
+/// The INFO line of the master on `port`: `addr=...,status=...,breaker=...,...`.
+fn master_line(c: &mut redis::Connection, port: u16) -> String {
+    let text = info(c);
+    text.lines()
+        .find(|l| l.starts_with("l2_master") && l.contains(&format!(":{port},")))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no master on {port} in INFO:\n{text}"))
+}
+
+/// Keys spread over the masters: (keys on `victim`, keys elsewhere).
+fn keys_by_master(cluster: &RedisCluster, victim: u16, n: usize) -> (Vec<String>, Vec<String>) {
+    (0..n)
+        .map(|i| format!("k:{i}"))
+        .partition(|k| cluster.master_of(k) == victim)
+}
+
+// Feature: db-cache-optimization, Property 45: Cache Fail-Open (one Cluster master)
+#[test]
+fn one_lost_master_fails_open_only_its_own_keys_and_comes_back_clean() {
+    let mut cluster = RedisCluster::start_with(ClusterOpts {
+        masters: 3,
+        replicas: 0,
+        node_timeout_ms: 2000,
+        full_coverage: false,
+    });
+    let http = support::free_port();
+    let a = tiered_with(
+        &cluster,
+        &format!("[http]\nlisten = \"127.0.0.1:{http}\"\n"),
+        "timeout_ms = 500\n",
+    );
+    let b = tiered(&cluster);
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    let victim = cluster.master_of("k:0");
+    let (dead, live) = keys_by_master(&cluster, victim, 60);
+    assert!(!dead.is_empty() && !live.is_empty());
+    for k in dead.iter().chain(&live) {
+        let _: () = ca.set(k, "old").unwrap();
+        assert_eq!(get(&mut cb, k).as_deref(), Some("old"), "{k} cached by B");
+    }
+
+    cluster.kill_node(victim);
+    for c in [&mut ca, &mut cb] {
+        assert!(
+            wait_until(Duration::from_secs(5), || field(
+                &info(c),
+                "l2_cluster_masters_down"
+            ) == "1"),
+            "the lost master is seen as down"
+        );
+    }
+    assert!(master_line(&mut ca, victim).contains("status=down"));
+    assert_eq!(field(&info(&mut ca), "l2_status"), "up");
+    // The other masters' keys still go through L2, coherently: a write through A reaches B's
+    // L1, shared-state commands work.
+    for k in &live {
+        let _: () = ca.set(k, "new").unwrap();
+    }
+    for k in &live {
+        assert_eq!(get(&mut cb, k).as_deref(), Some("new"), "{k}");
+    }
+    let counter = |k: &str| format!("{{{k}}}:n");
+    let n: i64 = redis::cmd("INCR")
+        .arg(counter(&live[0]))
+        .query(&mut ca)
+        .unwrap();
+    assert_eq!(n, 1);
+    // The lost master's keys fail open: no error, nothing stale from before the loss (their L1
+    // entries were dropped), and shared-state commands refuse.
+    for k in &dead {
+        assert_eq!(get(&mut ca, k), None, "{k}");
+        assert_eq!(get(&mut cb, k), None, "{k}");
+    }
+    let _: () = ca.set(&dead[0], "local").expect("a plain SET fails open");
+    assert_eq!(get(&mut ca, &dead[0]).as_deref(), Some("local"));
+    let e = redis::cmd("INCR")
+        .arg(counter(&dead[0]))
+        .query::<i64>(&mut ca)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UNAVAILABLE"));
+    // The instance does not flap: the other masters stay up, L2 as a whole stays up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = info(&mut ca);
+    assert_eq!(field(&text, "l2_status"), "up", "{text}");
+    assert_eq!(field(&text, "l2_cluster_masters_down"), "1", "{text}");
+    assert_eq!(get(&mut cb, &live[1]).as_deref(), Some("new"));
+    let (_, metrics) = support::http_get(http, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "strata_l2_node_up{{node=\"127.0.0.1:{victim}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    let (_, ready) = support::http_get(http, "/readyz");
+    assert!(ready.contains("down (its keys fail open)"), "{ready}");
+
+    // The master comes back (empty: no persistence). Nothing either instance held for its
+    // slots survives: neither the fail-open write nor anything from before.
+    cluster.restart_node(victim);
+    cluster.wait_ok();
+    for c in [&mut ca, &mut cb] {
+        assert!(
+            wait_until(Duration::from_secs(10), || field(
+                &info(c),
+                "l2_cluster_masters_down"
+            ) == "0"),
+            "the master is tracked again"
+        );
+    }
+    let mut cu = cluster.conn();
+    let _: () = cu.set(&dead[1], "direct").unwrap();
+    assert_eq!(get(&mut ca, &dead[0]), None, "the fail-open write is gone");
+    assert_eq!(get(&mut cb, &dead[0]), None);
+    for c in [&mut ca, &mut cb] {
+        assert_eq!(get(c, &dead[1]).as_deref(), Some("direct"));
+    }
+    // Tracked again: a write straight to the master reaches both L1s.
+    let _: () = cu.set(&dead[1], "direct-2").unwrap();
+    assert!(wait_until(Duration::from_secs(2), || {
+        get(&mut ca, &dead[1]).as_deref() == Some("direct-2")
+            && get(&mut cb, &dead[1]).as_deref() == Some("direct-2")
+    }));
+    let n: i64 = redis::cmd("INCR")
+        .arg(counter(&dead[0]))
+        .query(&mut ca)
+        .unwrap_or_else(|e| panic!("{e}\n{}", info(&mut ca)));
+    assert_eq!(n, 1, "shared state works again");
+}
+
+// Feature: db-cache-optimization, Property 42: Circuit Breaker State Machine (per Cluster master)
+#[test]
+fn a_stalled_master_opens_its_own_breaker_only() {
+    let cluster = RedisCluster::start(3);
+    let s = tiered_with(
+        &cluster,
+        "",
+        "timeout_ms = 300\nbreaker_min_calls = 3\nbreaker_open_s = 1\n",
+    );
+    let mut c = s.conn();
+    let victim = cluster.master_of("k:0");
+    let (slow, fine) = keys_by_master(&cluster, victim, 40);
+    let node = cluster
+        .nodes
+        .iter()
+        .flatten()
+        .find(|n| n.port == victim)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query(&mut node.conn())
+        .unwrap();
+    // Each read on the stalled master times out upstream and fails open (a miss).
+    for k in slow.iter().take(3) {
+        assert_eq!(get(&mut c, k), None);
+    }
+    assert!(master_line(&mut c, victim).contains("breaker=open"));
+    assert_eq!(field(&info(&mut c), "l2_breaker_state"), "open");
+    for p in cluster
+        .seeds()
+        .iter()
+        .filter_map(|u| u.rsplit(':').next()?.parse::<u16>().ok())
+    {
+        if p != victim {
+            assert!(master_line(&mut c, p).contains("breaker=closed"));
+        }
+    }
+    // Its keys are refused at once; the other masters' keys are served as usual.
+    let t = std::time::Instant::now();
+    let e = redis::cmd("INCR")
+        .arg(&slow[0])
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UNAVAILABLE"));
+    assert!(
+        t.elapsed() < Duration::from_millis(90),
+        "refused without calling L2"
+    );
+    let n: i64 = redis::cmd("INCR").arg(&fine[0]).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    // After the pause and the open time, a trial closes it.
+    assert!(wait_until(Duration::from_secs(6), || {
+        redis::cmd("INCR")
+            .arg(&slow[0])
+            .query::<i64>(&mut c)
+            .is_ok()
+    }));
+    let line = master_line(&mut c, victim);
+    assert!(line.contains("breaker=closed"), "{line}");
+    assert!(!line.contains("breaker_opened=0"), "{line}");
+}
+
+// Feature: db-cache-optimization, Property 44: Write-Through Caching (after a Cluster failover)
+#[test]
+fn a_cluster_failover_is_tracked_again() {
+    let mut cluster = RedisCluster::start_with(ClusterOpts {
+        masters: 3,
+        replicas: 1,
+        node_timeout_ms: 1000,
+        full_coverage: true,
+    });
+    let (a, b) = (tiered(&cluster), tiered(&cluster));
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    let victim = cluster.master_of("fo:key");
+    let _: () = ca.set("fo:key", "before").unwrap();
+    assert_eq!(get(&mut cb, "fo:key").as_deref(), Some("before"));
+    // Let the replica catch up before its master dies.
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill_node(victim);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::panic::catch_unwind(|| cluster.master_of("fo:key"))
+                .map(|p| p != victim)
+                .unwrap_or(false)
+        }),
+        "the replica never took over"
+    );
+    cluster.wait_ok();
+    let promoted = cluster.master_of("fo:key");
+    for c in [&mut ca, &mut cb] {
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let text = info(c);
+                text.contains(&format!(":{promoted},status=up"))
+                    && field(&text, "l2_cluster_masters_down") == "0"
+            }),
+            "the promoted master is tracked:\n{}",
+            info(c)
+        );
+    }
+    // Writes on the new master reach both L1s: straight to the cluster, and through A.
+    let mut cu = cluster.conn();
+    let _: () = cu.set("fo:key", "after").unwrap();
+    assert!(wait_until(Duration::from_secs(2), || {
+        get(&mut ca, "fo:key").as_deref() == Some("after")
+            && get(&mut cb, "fo:key").as_deref() == Some("after")
+    }));
+    let _: () = ca.set("fo:key", "through-a").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || get(&mut cb, "fo:key").as_deref()
+            == Some("through-a")),
+        "{}",
+        info(&mut cb)
+    );
+    let _: () = cu.set("fo:key", "direct-again").unwrap();
+    assert!(wait_until(Duration::from_secs(2), || {
+        get(&mut ca, "fo:key").as_deref() == Some("direct-again")
+            && get(&mut cb, "fo:key").as_deref() == Some("direct-again")
+    }));
 }

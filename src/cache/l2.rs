@@ -16,11 +16,12 @@
 //! background supervisor reconnects with backoff 1 s, 2 s, 4 s, then every 4 s, flushes L1
 //! again and marks L2 up. No client request ever waits for a reconnection attempt.
 
+use crate::cache::cluster::{key_slot, parse_slots, Node, NodeStatus, Topology};
 use crate::cache::entry::Entry;
 use crate::cache::store::Store;
 use crate::config::{L1Config, L2Config};
 use crate::guard::breaker::{Breaker, Settings, State};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
@@ -90,6 +91,16 @@ pub const BACKOFF_MS: [u64; 3] = [1000, 2000, 4000];
 /// connection's own task: it must not block.
 pub type PushFn = Arc<dyn Fn(PushInfo) + Send + Sync>;
 
+/// Which keys an upstream call touches: on a Cluster they decide which masters it needs (each
+/// master has its own health and breaker; a down one makes only its keys fail open).
+#[derive(Clone, Copy)]
+pub enum Keys<'a> {
+    /// Each command's first argument is its key (GET/PTTL fills, tag sets, result entries).
+    First,
+    /// The keys of the one command sent; none: a keyless command, which needs every master.
+    These(&'a [&'a [u8]]),
+}
+
 /// Why an upstream call produced no upstream reply.
 #[derive(Debug, Clone)]
 pub enum L2Error {
@@ -118,14 +129,12 @@ struct Link {
 }
 
 /// The shared connections to a Cluster upstream: one cluster connection per protocol (they route
-/// each command to the node owning its slot, fan KEYS/DBSIZE/FLUSHDB out to every master), and
-/// one `CLIENT TRACKING ON BCAST` connection per master, whose invalidations cover every key
-/// written on that node whatever connection read it.
+/// each command to the node owning its slot, fan KEYS/DBSIZE/FLUSHDB out to every master). Each
+/// master's `CLIENT TRACKING ON BCAST` connection, whose invalidations cover every key written
+/// on that node whatever connection read it, belongs to its [`Node`] in the topology.
 struct ClusterLink {
     resp2: ClusterConnection,
     resp3: ClusterConnection,
-    masters: Vec<(String, u16)>,
-    _trackers: Vec<MultiplexedConnection>,
 }
 
 /// A connection to the upstream of one client's own (WATCH, blocking pops, pub/sub).
@@ -181,53 +190,22 @@ fn route_for(key: Option<&[u8]>) -> SingleNodeRoutingInfo {
     }
 }
 
-/// Sends a pipeline of single-key commands to a Cluster: split by the slot of each command's
-/// first argument, one pipeline per slot, all at once; the replies come back in order.
-async fn cluster_pipeline(
-    con: &ClusterConnection,
-    pipe: &redis::Pipeline,
-) -> redis::RedisResult<Vec<Value>> {
-    let mut groups: Vec<(u16, Vec<usize>, redis::Pipeline)> = Vec::new();
-    for (i, cmd) in pipe.cmd_iter().enumerate() {
-        let slot = match cmd.args_iter().nth(1) {
-            Some(redis::Arg::Simple(k)) => key_slot(k),
-            _ => 0,
-        };
-        let g = match groups.iter().position(|g| g.0 == slot) {
-            Some(g) => g,
-            None => {
-                let mut p = redis::pipe();
-                p.ignore_errors();
-                groups.push((slot, Vec::new(), p));
-                groups.len() - 1
-            }
-        };
-        groups[g].1.push(i);
-        groups[g].2.add_command(cmd.clone());
+/// A command's first argument (its key, for the commands sent with [`Keys::First`]).
+fn first_arg(cmd: &redis::Cmd) -> Option<&[u8]> {
+    match cmd.args_iter().nth(1) {
+        Some(redis::Arg::Simple(k)) => Some(k),
+        _ => None,
     }
-    let calls = groups.iter().map(|(slot, idx, p)| {
-        let mut c = con.clone();
-        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
-        async move { c.route_pipeline(p.clone(), 0, idx.len(), route).await }
-    });
-    let results = futures_util::future::join_all(calls).await;
-    let mut out = vec![Value::Nil; pipe.cmd_iter().count()];
-    for ((_, idx, _), r) in groups.iter().zip(results) {
-        for (i, v) in idx.iter().zip(r?) {
-            out[*i] = v;
-        }
-    }
-    Ok(out)
 }
 
-/// A key's Cluster hash slot: CRC16 (XMODEM) of its hash tag (the part between the first `{`
-/// and the next `}`, when not empty) or of the whole key, modulo 16384 — Cluster's rule.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &key[open + 1..open + 1 + close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % 16384
+/// Whether replies (or the error for all of them) say the upstream cannot serve at all.
+fn refused(r: &redis::RedisResult<Vec<Value>>) -> bool {
+    match r {
+        Ok(v) => v
+            .iter()
+            .any(|v| matches!(v, Value::ServerError(e) if outage(e.code()))),
+        Err(e) => e.code().is_some_and(outage),
+    }
 }
 
 pub struct L2 {
@@ -243,12 +221,16 @@ pub struct L2 {
     /// Set when the upstream is a Cluster (`l2.cluster`): its seed nodes.
     seeds: Vec<String>,
     cluster: tokio::sync::Mutex<Option<Arc<ClusterLink>>>,
+    /// The Cluster's masters, their slots and their health (empty until first connected).
+    topology: RwLock<Arc<Topology>>,
     next: AtomicUsize,
     generation: AtomicU64,
     up: AtomicBool,
     ready: AtomicBool,
     breaker: Mutex<Breaker>,
     wake: tokio::sync::Notify,
+    /// Wakes the Cluster watcher when a master fails.
+    cluster_wake: tokio::sync::Notify,
     pub stats: L2Stats,
     /// Reconnection attempts made so far in the current outage (INFO, tests of the schedule).
     pub attempts: AtomicU64,
@@ -295,12 +277,14 @@ impl L2 {
                 .collect(),
             seeds: cfg.cluster.clone(),
             cluster: tokio::sync::Mutex::new(None),
+            topology: RwLock::new(Arc::new(Topology::default())),
             next: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
             up: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             breaker: Mutex::new(Breaker::new(Settings::from_l2(cfg))),
             wake: tokio::sync::Notify::new(),
+            cluster_wake: tokio::sync::Notify::new(),
             stats: L2Stats::default(),
             attempts: AtomicU64::new(0),
             latency,
@@ -311,9 +295,13 @@ impl L2 {
         &self.cfg
     }
 
-    /// Starts the supervisor that brings L2 up and back up after failures.
+    /// Starts the supervisor that brings L2 up and back up after failures (and, on a Cluster,
+    /// the watcher that follows its topology and brings single masters back).
     pub fn start(self: &Arc<Self>) {
         tokio::spawn(supervise(self.clone()));
+        if self.is_cluster() {
+            tokio::spawn(watch_cluster(self.clone()));
+        }
     }
 
     /// Whether L2 has been up at least once (and the warm-up patterns are loaded).
@@ -329,12 +317,36 @@ impl L2 {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The upstream's breaker; on a Cluster the worst of its masters' breakers.
     pub fn breaker_state(&self) -> State {
-        self.breaker.lock().state(crate::command::unix_ms())
+        let own = self.breaker.lock().state(crate::command::unix_ms());
+        let rank = |s: &State| match s {
+            State::Closed => 0,
+            State::HalfOpen => 1,
+            State::Open => 2,
+        };
+        self.nodes()
+            .into_iter()
+            .map(|n| n.breaker)
+            .chain([own])
+            .max_by_key(rank)
+            .unwrap_or(own)
     }
 
+    /// Times the breakers opened (the upstream's, plus every Cluster master's).
     pub fn breaker_opened(&self) -> u64 {
-        self.breaker.lock().opened
+        self.breaker.lock().opened + self.nodes().iter().map(|n| n.opened).sum::<u64>()
+    }
+
+    /// The Cluster's masters and their health (empty for a single upstream).
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        let now = crate::command::unix_ms();
+        let topo = self.topology();
+        topo.nodes.iter().map(|n| n.status(now)).collect()
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        self.topology.read().clone()
     }
 
     /// Whether a call may go upstream now (L2 up and the breaker lets it through).
@@ -389,12 +401,17 @@ impl L2 {
 
     /// Removes a key from L1 because it changed upstream (or is about to be changed by us).
     pub fn invalidate(&self, db: usize, key: &[u8]) {
+        self.forget(db, key);
+        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a key from L1 and moves its epoch on (a fill in flight will not land).
+    fn forget(&self, db: usize, key: &[u8]) {
         let now = crate::command::unix_ms();
         self.store.access(db, key, now, |slot| {
             self.epoch_slot(db, key).fetch_add(1, Ordering::AcqRel);
             slot.take();
         });
-        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores a value read from L2 in L1, unless it was invalidated (or L2 went down) since
@@ -479,7 +496,9 @@ impl L2 {
             let weak: Weak<L2> = Arc::downgrade(self);
             let push = move |p: PushInfo| {
                 if let Some(l2) = weak.upgrade() {
-                    l2.on_push(db, gen, p);
+                    if l2.on_push(db, p) {
+                        l2.failed(gen);
+                    }
                 }
                 Ok::<(), ()>(())
             };
@@ -519,7 +538,13 @@ impl L2 {
         let mut b = ClusterClient::builder(self.seeds.clone())
             .use_protocol(protocol)
             .connection_timeout(Duration::from_millis(self.cfg.connect_timeout_ms))
-            .retries(1);
+            // A request that meets a connection the library is still repairing (a master that
+            // restarted, a failover it has not seen yet) is retried after 20, 40, 80 ms while
+            // its slot map is refreshed; the library's default waits start at 1.28 s.
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+            .retry_wait_formula(10, 2);
         if timeout {
             b = b.response_timeout(Duration::from_millis(self.cfg.timeout_ms));
         }
@@ -541,7 +566,10 @@ impl L2 {
         b.build()
     }
 
-    async fn open_cluster(self: &Arc<Self>, gen: u64) -> redis::RedisResult<ClusterLink> {
+    /// Opens the cluster connections and a tracker on every master. A master that cannot be
+    /// reached is down on its own (the watcher retries it); only a Cluster none of whose
+    /// masters answers fails the whole upstream.
+    async fn open_cluster(self: &Arc<Self>) -> redis::RedisResult<ClusterLink> {
         let mut resp2 = self
             .cluster_client(ProtocolVersion::RESP2, None, true)?
             .get_async_connection()
@@ -556,76 +584,162 @@ impl L2 {
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             )
             .await?;
-        let mut masters: Vec<(String, u16)> = Vec::new();
-        if let Value::Array(ranges) = slots {
-            for r in ranges {
-                if let Value::Array(parts) = r {
-                    if let Some(Value::Array(node)) = parts.get(2) {
-                        if let (Some(Value::BulkString(host)), Some(Value::Int(port))) =
-                            (node.first(), node.get(1))
-                        {
-                            let addr = (String::from_utf8_lossy(host).into_owned(), *port as u16);
-                            if !masters.contains(&addr) {
-                                masters.push(addr);
-                            }
-                        }
-                    }
+        let topo = Arc::new(
+            self.topology()
+                .rebuild(&parse_slots(&slots), Settings::from_l2(&self.cfg)),
+        );
+        let now = crate::command::unix_ms();
+        for node in &topo.nodes {
+            // Whatever a master was before, it starts over with a fresh tracker.
+            node.fail(node.generation());
+            match self.open_tracker(node).await {
+                Ok(()) => node.restore(),
+                Err(e) => {
+                    tracing::warn!(node = %node.name(), error = %e, "cannot track an L2 Cluster master");
+                    node.retry_later(now, &BACKOFF_MS);
                 }
             }
         }
-        masters.sort();
-        let mut trackers = Vec::with_capacity(masters.len());
-        for (host, port) in &masters {
-            let rs = self
-                .info
-                .redis_settings()
-                .clone()
-                .set_protocol(ProtocolVersion::RESP3);
-            let scheme = if self.seeds.iter().any(|u| u.starts_with("rediss://")) {
-                "rediss"
-            } else {
-                "redis"
-            };
-            let info = redis::IntoConnectionInfo::into_connection_info(
-                format!("{scheme}://{host}:{port}").as_str(),
-            )?
-            .set_redis_settings(rs);
-            let weak: Weak<L2> = Arc::downgrade(self);
-            let push = move |p: PushInfo| {
-                if let Some(l2) = weak.upgrade() {
-                    l2.on_push(0, gen, p);
-                }
-                Ok::<(), ()>(())
-            };
-            let client = match &self.tls {
-                Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
-                None => redis::Client::open(info)?,
-            };
-            let mut c = client
-                .get_multiplexed_async_connection_with_config(
-                    &self.conn_config().set_push_sender(push),
-                )
-                .await?;
-            redis::cmd("CLIENT")
-                .arg("TRACKING")
-                .arg("ON")
-                .arg("BCAST")
-                .query_async::<()>(&mut c)
-                .await?;
-            trackers.push(c);
+        if !topo.nodes.iter().any(|n| n.is_up()) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no L2 Cluster master answers",
+            )));
         }
-        Ok(ClusterLink {
-            resp2,
-            resp3,
-            masters,
-            _trackers: trackers,
-        })
+        *self.topology.write() = topo;
+        Ok(ClusterLink { resp2, resp3 })
+    }
+
+    /// Opens `node`'s `CLIENT TRACKING ON BCAST` connection; when it drops, the node fails.
+    async fn open_tracker(self: &Arc<Self>, node: &Arc<Node>) -> redis::RedisResult<()> {
+        let (host, port) = &node.addr;
+        let rs = self
+            .info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let scheme = if self.seeds.iter().any(|u| u.starts_with("rediss://")) {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(
+            format!("{scheme}://{host}:{port}").as_str(),
+        )?
+        .set_redis_settings(rs);
+        let gen = node.generation();
+        let (weak, weak_node) = (Arc::downgrade(self), Arc::downgrade(node));
+        let push = move |p: PushInfo| {
+            if let (Some(l2), Some(node)) = (weak.upgrade(), weak_node.upgrade()) {
+                if l2.on_push(0, p) {
+                    l2.node_failed(&node, gen);
+                }
+            }
+            Ok::<(), ()>(())
+        };
+        let client = match &self.tls {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+            None => redis::Client::open(info)?,
+        };
+        let mut c = client
+            .get_multiplexed_async_connection_with_config(&self.conn_config().set_push_sender(push))
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .query_async::<()>(&mut c)
+            .await?;
+        *node.tracker.lock() = Some(c);
+        Ok(())
+    }
+
+    /// A Cluster master stopped answering (its tracker dropped, or a call to it could not
+    /// connect), seen at the node's generation `gen`. Its keys leave L1 and fail open until the
+    /// watcher has it back; the other masters' keys keep going to L2. With no master left, the
+    /// whole upstream is down.
+    fn node_failed(&self, node: &Node, gen: u64) {
+        if !node.fail(gen) {
+            return;
+        }
+        // Fills in flight were read before the failure: none of them lands.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let topo = self.topology();
+        if let Some(i) = topo.index_of(node) {
+            self.forget_node_keys(&topo, i);
+            tracing::warn!(node = %node.name(), "L2 Cluster master lost; its keys fail open until it is back");
+            if topo.nodes.iter().all(|n| !n.is_up()) {
+                self.failed(self.generation());
+            }
+        }
+        self.cluster_wake.notify_one();
+    }
+
+    /// Removes from L1 every key in the slots of master `i` (database 0: a Cluster has no other).
+    fn forget_node_keys(&self, topo: &Topology, i: usize) {
+        for k in self.store.keys(0, b"*", 0) {
+            if topo.owner_of(&k) == Some(i) {
+                self.forget(0, &k);
+            }
+        }
+    }
+
+    /// Checks that every master in `nodes` is up and its breaker closed; a call needing one
+    /// master may be its HALF_OPEN breaker's trial.
+    fn admit_nodes(&self, topo: &Topology, nodes: &[usize]) -> Result<(), L2Error> {
+        let now = crate::command::unix_ms();
+        let trial = nodes.len() == 1;
+        match nodes.iter().all(|&i| topo.nodes[i].admits(now, trial)) {
+            true => Ok(()),
+            false => Err(L2Error::Unavailable),
+        }
+    }
+
+    /// Counts a Cluster call's outcome against the masters it needed (`gens` from
+    /// [`Self::admit_nodes`]) and turns it into replies. A call that could not reach its one
+    /// master makes the watcher check that master; a failure of a call spread over several
+    /// masters is not pinned on any (their trackers tell which one died). Server errors are
+    /// answers.
+    fn settle(
+        &self,
+        topo: &Topology,
+        nodes: &[usize],
+        r: redis::RedisResult<Vec<Value>>,
+        n: usize,
+    ) -> Result<Vec<Value>, L2Error> {
+        let now = crate::command::unix_ms();
+        let refused = refused(&r);
+        let lost = matches!(&r, Err(e) if e.code().is_none());
+        let ok = !refused && !lost;
+        if !ok {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if ok || nodes.len() == 1 {
+            for &i in nodes {
+                topo.nodes[i].record(now, ok);
+            }
+        }
+        match r {
+            _ if refused => Err(L2Error::Unavailable),
+            Ok(v) => Ok(v),
+            Err(e) if e.code().is_some() => Ok(vec![Value::ServerError(server_error(&e)); n]),
+            Err(e) => {
+                if let [i] = nodes {
+                    if !e.is_timeout() {
+                        tracing::warn!(node = %topo.nodes[*i].name(), error = %e, "L2 call failed");
+                        topo.nodes[*i].suspect.store(true, Ordering::Relaxed);
+                        self.cluster_wake.notify_one();
+                    }
+                }
+                Err(L2Error::Unavailable)
+            }
+        }
     }
 
     async fn cluster_link(self: &Arc<Self>) -> Result<(Arc<ClusterLink>, u64), L2Error> {
         self.open_once(
             &self.cluster,
-            |gen| self.open_cluster(gen),
+            |_| self.open_cluster(),
             "the L2 cluster connections",
         )
         .await
@@ -633,18 +747,28 @@ impl L2 {
 
     /// The masters of the Cluster upstream (SCAN walks them one after the other).
     pub async fn cluster_masters(self: &Arc<Self>) -> Result<Vec<(String, u16)>, L2Error> {
-        Ok(self.cluster_link().await?.0.masters.clone())
+        self.cluster_link().await?;
+        Ok(self.topology().masters())
     }
 
-    /// Runs one command on one Cluster node, by address (SCAN across the masters).
+    /// Runs one command on one Cluster master, by address (SCAN across the masters).
     pub async fn on_node(
         self: &Arc<Self>,
         resp3: bool,
         node: &(String, u16),
         cmd: redis::Cmd,
     ) -> Result<Value, L2Error> {
-        self.admit()?;
-        let (link, gen) = self.cluster_link().await?;
+        if !self.is_up() {
+            return Err(L2Error::Unavailable);
+        }
+        let (link, _) = self.cluster_link().await?;
+        let topo = self.topology();
+        let i = topo
+            .nodes
+            .iter()
+            .position(|n| &n.addr == node)
+            .ok_or(L2Error::Unavailable)?;
+        self.admit_nodes(&topo, &[i])?;
         let mut con = if resp3 {
             link.resp3.clone()
         } else {
@@ -654,15 +778,9 @@ impl L2 {
             host: node.0.clone(),
             port: node.1,
         });
-        let r = con.route_command(cmd, route).await;
-        self.outcome(r.as_ref().map(|_| ()), gen)?;
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) => match e.code() {
-                Some(_) => Ok(Value::ServerError(server_error(&e))),
-                None => Err(L2Error::Unavailable),
-            },
-        }
+        let r = con.route_command(cmd, route).await.map(|v| vec![v]);
+        let v = self.settle(&topo, &[i], r, 1)?;
+        Ok(v.into_iter().next().unwrap_or(Value::Nil))
     }
 
     /// Counts a call's outcome for the breaker; a connection failure marks L2 down. Server
@@ -688,7 +806,8 @@ impl L2 {
         }
     }
 
-    fn on_push(&self, db: usize, gen: u64, p: PushInfo) {
+    /// Applies a tracking connection's push; true when it says the connection is lost.
+    fn on_push(&self, db: usize, p: PushInfo) -> bool {
         match p.kind {
             PushKind::Invalidate => match p.data.first() {
                 Some(Value::Array(keys)) => {
@@ -707,9 +826,10 @@ impl L2 {
                     self.store.flush_db(db);
                 }
             },
-            PushKind::Disconnection => self.failed(gen),
+            PushKind::Disconnection => return true,
             _ => {}
         }
+        false
     }
 
     /// The link of a database, opened on first use.
@@ -754,39 +874,21 @@ impl L2 {
 
     /// Sends a pipeline upstream on database `db` and returns every reply (server errors are
     /// `Value::ServerError` entries). `tracking` picks a connection whose reads are tracked
-    /// (RESP3); otherwise the connection speaks the client's protocol.
+    /// (RESP3); otherwise the connection speaks the client's protocol. `keys` tells a Cluster
+    /// which masters the call needs.
     pub async fn run(
         self: &Arc<Self>,
         db: usize,
         resp3: bool,
         tracking: bool,
         pipe: &redis::Pipeline,
+        keys: Keys<'_>,
     ) -> Result<(Vec<Value>, u64), L2Error> {
-        self.admit()?;
         let start = std::time::Instant::now();
-        let (r, gen) = if self.is_cluster() {
-            let (link, gen) = self.cluster_link().await?;
-            let mut con = if tracking || resp3 {
-                link.resp3.clone()
-            } else {
-                link.resp2.clone()
-            };
-            // A single command goes as a command, so that the client library routes it as
-            // Cluster needs (KEYS/DBSIZE/FLUSHDB to every master, with their replies combined).
-            let r = match (pipe.cmd_iter().count(), pipe.cmd_iter().next()) {
-                (1, Some(cmd)) => cmd.query_async::<Value>(&mut con).await.map(|v| vec![v]),
-                _ => cluster_pipeline(&con, pipe).await,
-            };
-            (r, gen)
+        let r = if self.is_cluster() {
+            self.run_cluster(resp3 || tracking, pipe, keys).await
         } else {
-            let (link, gen) = self.link(db).await?;
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let mut con = if tracking || resp3 {
-                link.tracking[i % link.tracking.len()].clone()
-            } else {
-                link.plain[i % link.plain.len()].clone()
-            };
-            (pipe.query_async::<Vec<Value>>(&mut con).await, gen)
+            self.run_single(db, resp3, tracking, pipe).await
         };
         let took = start.elapsed();
         self.latency.observe(took.as_secs_f64());
@@ -794,28 +896,114 @@ impl L2 {
         self.stats
             .call_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        // A reply that says the upstream cannot serve (a Cluster that lost a master, a server
-        // still loading) is an outage, not an answer: the caller fails open.
-        let refused = match &r {
-            Ok(v) => v
-                .iter()
-                .any(|v| matches!(v, Value::ServerError(e) if outage(e.code()))),
-            Err(e) => e.code().is_some_and(outage),
+        r
+    }
+
+    async fn run_single(
+        self: &Arc<Self>,
+        db: usize,
+        resp3: bool,
+        tracking: bool,
+        pipe: &redis::Pipeline,
+    ) -> Result<(Vec<Value>, u64), L2Error> {
+        self.admit()?;
+        let (link, gen) = self.link(db).await?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut con = if tracking || resp3 {
+            link.tracking[i % link.tracking.len()].clone()
+        } else {
+            link.plain[i % link.plain.len()].clone()
         };
-        if refused {
+        let r = pipe.query_async::<Vec<Value>>(&mut con).await;
+        // A reply that says the upstream cannot serve (a server still loading) is an outage,
+        // not an answer: the caller fails open.
+        if refused(&r) {
             self.record(false);
             return Err(L2Error::Unavailable);
         }
         self.outcome(r.as_ref().map(|_| ()), gen)?;
         match r {
             Ok(v) => Ok((v, gen)),
-            // A server error for the whole pipeline (a Cluster's CROSSSLOT, say): every reply
-            // is that error.
+            // A server error for the whole pipeline: every reply is that error.
             Err(e) => Ok((
                 vec![Value::ServerError(server_error(&e)); pipe.cmd_iter().count()],
                 gen,
             )),
         }
+    }
+
+    /// A call on a Cluster: admitted only if every master it needs is up with a closed
+    /// breaker. A single command goes as a command, so that the client library routes it as
+    /// Cluster needs (KEYS/DBSIZE/FLUSHDB to every master with their replies combined, MGET/DEL
+    /// split by slot); a pipeline is split by the slot of each command's first argument, one
+    /// pipeline per slot, all at once, and the replies come back in order.
+    async fn run_cluster(
+        self: &Arc<Self>,
+        resp3: bool,
+        pipe: &redis::Pipeline,
+        keys: Keys<'_>,
+    ) -> Result<(Vec<Value>, u64), L2Error> {
+        if !self.is_up() {
+            return Err(L2Error::Unavailable);
+        }
+        let (link, gen) = self.cluster_link().await?;
+        let con = if resp3 { &link.resp3 } else { &link.resp2 };
+        let topo = self.topology();
+        let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+        if let [cmd] = cmds[..] {
+            let first: Vec<&[u8]> = first_arg(cmd).into_iter().collect();
+            let needed = match keys {
+                Keys::These(k) => topo.nodes_for(k),
+                Keys::First => topo.nodes_for(&first),
+            }
+            .ok_or(L2Error::Unavailable)?;
+            self.admit_nodes(&topo, &needed)?;
+            let r = cmd
+                .query_async::<Value>(&mut con.clone())
+                .await
+                .map(|v| vec![v]);
+            return Ok((self.settle(&topo, &needed, r, 1)?, gen));
+        }
+        // One group per slot: (slot, the commands' positions, their pipeline, owning master).
+        let mut groups: Vec<(u16, Vec<usize>, redis::Pipeline, usize)> = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let key = first_arg(cmd).unwrap_or_default();
+            let slot = key_slot(key);
+            let g = match groups.iter().position(|g| g.0 == slot) {
+                Some(g) => g,
+                None => {
+                    let owner = topo.owner_of(key).ok_or(L2Error::Unavailable)?;
+                    let mut p = redis::pipe();
+                    p.ignore_errors();
+                    groups.push((slot, Vec::new(), p, owner));
+                    groups.len() - 1
+                }
+            };
+            groups[g].1.push(i);
+            groups[g].2.add_command((*cmd).clone());
+        }
+        let mut needed: Vec<usize> = groups.iter().map(|g| g.3).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        self.admit_nodes(&topo, &needed)?;
+        let calls = groups.iter().map(|(slot, idx, p, _)| {
+            let mut c = con.clone();
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
+            async move { c.route_pipeline(p.clone(), 0, idx.len(), route).await }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let mut out = vec![Value::Nil; cmds.len()];
+        let mut unavailable = false;
+        for ((_, idx, _, owner), r) in groups.iter().zip(results) {
+            match self.settle(&topo, &[*owner], r, idx.len()) {
+                Ok(v) => idx.iter().zip(v).for_each(|(i, v)| out[*i] = v),
+                Err(_) => unavailable = true,
+            }
+        }
+        if unavailable {
+            return Err(L2Error::Unavailable);
+        }
+        Ok((out, gen))
     }
 
     /// A connection of its own for one client (WATCH, blocking pops, pub/sub): no tracking
@@ -907,7 +1095,7 @@ impl L2 {
                     .arg(pattern)
                     .arg("COUNT")
                     .arg(1000);
-                let Ok((v, _)) = self.run(0, false, false, &scan).await else {
+                let Ok((v, _)) = self.run(0, false, false, &scan, Keys::These(&[])).await else {
                     break 'patterns;
                 };
                 let Some((next, found)) = v
@@ -938,7 +1126,7 @@ impl L2 {
             for k in chunk {
                 pipe.cmd("GET").arg(&k[..]).cmd("PTTL").arg(&k[..]);
             }
-            let Ok((v, gen)) = self.run(0, true, true, &pipe).await else {
+            let Ok((v, gen)) = self.run(0, true, true, &pipe, Keys::First).await else {
                 break;
             };
             let now = crate::command::unix_ms();
@@ -959,6 +1147,148 @@ impl L2 {
             *l.lock().await = None;
         }
         *self.cluster.lock().await = None;
+        for n in &self.topology().nodes {
+            n.fail(n.generation());
+        }
+    }
+
+    /// Reads `CLUSTER SLOTS` (from a master that is up, else any node) and, when the masters
+    /// or their slots changed (a failover, a resharding), installs the new topology: masters
+    /// that left lose their trackers, new ones are tracked by [`Self::reconnect_nodes`], and
+    /// L1 forgets everything (a write on a master's new slots before its tracker existed was
+    /// not seen).
+    async fn refresh_topology(&self, link: &ClusterLink) {
+        let topo = self.topology();
+        let route = match topo.nodes.iter().find(|n| n.is_up()) {
+            Some(n) => SingleNodeRoutingInfo::ByAddress {
+                host: n.addr.0.clone(),
+                port: n.addr.1,
+            },
+            None => SingleNodeRoutingInfo::Random,
+        };
+        let Ok(slots) = link
+            .resp2
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(route),
+            )
+            .await
+        else {
+            return;
+        };
+        let ranges = parse_slots(&slots);
+        if ranges.is_empty() {
+            return;
+        }
+        let next = topo.rebuild(&ranges, Settings::from_l2(&self.cfg));
+        if next.same_as(&topo) {
+            return;
+        }
+        tracing::info!(
+            masters = ?next.masters(),
+            "L2 Cluster topology changed; tracking its masters again"
+        );
+        for old in &topo.nodes {
+            if next.by_addr(&old.addr).is_none() {
+                old.fail(old.generation());
+            }
+        }
+        *self.topology.write() = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.flush_l1();
+    }
+
+    /// Tries to track again every master that is down and due (1 s, 2 s, 4 s, then every 4 s
+    /// after its failure). A master that is back first loses its keys from L1 (what was
+    /// written while it was away, upstream or failing open here, was not seen), then is up.
+    async fn reconnect_nodes(self: &Arc<Self>) {
+        let topo = self.topology();
+        for (i, node) in topo.nodes.iter().enumerate() {
+            let now = crate::command::unix_ms();
+            if node.is_up() {
+                // A call could not reach it: it has failed if its tracker cannot either.
+                if node.suspect.swap(false, Ordering::Relaxed) {
+                    let gen = node.generation();
+                    let tracker = node.tracker.lock().clone();
+                    if let Some(mut t) = tracker {
+                        if !serving(&mut t).await {
+                            self.node_failed(node, gen);
+                        }
+                    }
+                }
+                continue;
+            }
+            if node.next_try_ms.load(Ordering::Relaxed) > now {
+                continue;
+            }
+            let back = match self.open_tracker(node).await {
+                // It serves again once it says the Cluster is fine (a restarted master refuses
+                // with CLUSTERDOWN until it has rejoined).
+                Ok(()) => {
+                    let tracker = node.tracker.lock().clone();
+                    match tracker {
+                        Some(mut t) => serving(&mut t).await,
+                        None => false,
+                    }
+                }
+                Err(_) => false,
+            };
+            match back {
+                true => {
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    self.forget_node_keys(&topo, i);
+                    node.restore();
+                    // A fail-open write that raced the line above is forgotten too.
+                    self.forget_node_keys(&topo, i);
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(node = %node.name(), "L2 Cluster master is back");
+                }
+                false => {
+                    *node.tracker.lock() = None;
+                    node.retry_later(now, &BACKOFF_MS);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a Cluster node answers on `con` and says its Cluster can serve.
+async fn serving(con: &mut MultiplexedConnection) -> bool {
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async::<String>(con)
+        .await
+        .is_ok_and(|i| i.contains("cluster_state:ok"))
+}
+
+/// How often the Cluster watcher reads the topology.
+const TOPOLOGY_REFRESH_MS: u64 = 1000;
+
+/// Follows a Cluster upstream while it is up: reads its topology every second and brings
+/// failed masters back on their own schedule, without touching the masters that are fine.
+async fn watch_cluster(l2: Arc<L2>) {
+    let mut refreshed = 0u64;
+    loop {
+        tokio::select! {
+            _ = l2.cluster_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if !l2.is_up() {
+            continue;
+        }
+        // Opening the link (first use, after an outage) tracks every master itself.
+        let link = match l2.cluster.try_lock() {
+            Ok(slot) => slot.clone(),
+            Err(_) => continue,
+        };
+        let Some(link) = link else { continue };
+        let now = crate::command::unix_ms();
+        if now >= refreshed + TOPOLOGY_REFRESH_MS {
+            refreshed = now;
+            l2.refresh_topology(&link).await;
+        }
+        l2.reconnect_nodes().await;
     }
 }
 
@@ -1057,16 +1387,6 @@ mod tests {
                 prop_assert!(store.read(0, b"k", now + bound, |e| e.is_none()));
             }
         }
-    }
-
-    #[test]
-    fn key_slots_follow_cluster_rules() {
-        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
-        assert_eq!(key_slot(b"123456789"), 12739);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
     }
 
     // Feature: db-cache-optimization, Property 18: LRU Cache Behavior

@@ -14,7 +14,7 @@
 //! The `lsn` of the tags is the proof a replica-read result needs before it may be stored (see
 //! `cache::query`).
 
-use super::l2::L2;
+use super::l2::{Keys, L2};
 use super::query::QueryResult;
 use redis::Value;
 use std::sync::Arc;
@@ -68,7 +68,7 @@ pub async fn versions(l2: &Arc<L2>, tags: &[String]) -> Option<Versions> {
         pipe.cmd("HGET").arg(version_key(t)).arg("v");
         pipe.cmd("ZSCORE").arg(lsn_key(t)).arg("lsn");
     }
-    let (replies, _) = l2.run(0, false, false, &pipe).await.ok()?;
+    let (replies, _) = l2.run(0, false, false, &pipe, Keys::First).await.ok()?;
     if replies.iter().any(|r| matches!(r, Value::ServerError(_))) {
         return None;
     }
@@ -86,7 +86,7 @@ pub async fn lookup(l2: &Arc<L2>, key: u128) -> Option<(QueryResult, Vec<String>
     let k = entry_key(key);
     let mut pipe = redis::pipe();
     pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
-    let (replies, _) = l2.run(0, false, false, &pipe).await.ok()?;
+    let (replies, _) = l2.run(0, false, false, &pipe, Keys::First).await.ok()?;
     let Some(Value::BulkString(raw)) = replies.first() else {
         return None;
     };
@@ -128,7 +128,7 @@ pub async fn store(
         .arg(raw)
         .arg("PX")
         .arg(ttl_ms.max(1));
-    let _ = l2.run(0, false, false, &pipe).await;
+    let _ = l2.run(0, false, false, &pipe, Keys::First).await;
 }
 
 /// Adds to `pipe` the version bumps of an invalidation: `tags` at write position `lsn`, or

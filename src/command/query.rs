@@ -17,6 +17,7 @@
 use super::args::parse_i64;
 use super::{CmdResult, Ctx};
 use crate::app::App;
+use crate::cache::l2::Keys;
 use crate::cache::query::{render, Format};
 use crate::cache::query_l2;
 use crate::db::database::{lsn_or_dash, Database, DbError, ReadOpts, RunAs, Shape, Source};
@@ -455,7 +456,7 @@ pub async fn announce(app: &App, tags: &[String], lsn: u64, flush: bool) {
     let mut pipe = redis::pipe();
     query_l2::bump(&mut pipe, tags, lsn, flush);
     pipe.cmd("PUBLISH").arg(INVALIDATE_CHANNEL).arg(payload);
-    if l2.run(0, false, false, &pipe).await.is_err() {
+    if l2.run(0, false, false, &pipe, Keys::First).await.is_err() {
         tracing::warn!("cannot announce a QUERY write to the other instances: L2 unavailable");
     }
 }
@@ -751,12 +752,12 @@ async fn take_lease(l2: &Arc<crate::cache::l2::L2>, id: &str, ttl: Duration) -> 
         .arg(ms)
         .cmd("GET")
         .arg(LEASE_KEY);
-    match l2.run(0, false, false, &pipe).await {
+    match l2.run(0, false, false, &pipe, Keys::First).await {
         Ok((values, _)) => match values.get(1) {
             Some(redis::Value::BulkString(holder)) if holder.as_slice() == id.as_bytes() => {
                 let mut renew = redis::pipe();
                 renew.cmd("PEXPIRE").arg(LEASE_KEY).arg(ms);
-                let _ = l2.run(0, false, false, &renew).await;
+                let _ = l2.run(0, false, false, &renew, Keys::First).await;
                 true
             }
             _ => false,

@@ -436,6 +436,28 @@ fn tiering_info(app: &App, cfg: &crate::config::Config) -> String {
         st.fills_dropped.load(Ordering::Relaxed),
         st.invalidations.load(Ordering::Relaxed),
     );
+    if l2.is_cluster() {
+        // Each master of a Cluster upstream has its own health and breaker.
+        s.truncate(s.len() - 2);
+        let nodes = l2.nodes();
+        let _ = write!(
+            s,
+            "l2_cluster_masters:{}\r\nl2_cluster_masters_down:{}\r\n",
+            nodes.len(),
+            nodes.iter().filter(|n| !n.up).count()
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            let _ = write!(
+                s,
+                "l2_master{i}:addr={},status={},breaker={},breaker_opened={}\r\n",
+                n.addr,
+                if n.up { "up" } else { "down" },
+                n.breaker.name(),
+                n.opened
+            );
+        }
+        s.push_str("\r\n");
+    }
     s
 }
 

@@ -18,7 +18,7 @@
 use super::tiered::{refuse, write_value, UNAVAILABLE};
 use super::{CmdResult, Ctx};
 use crate::app::App;
-use crate::cache::l2::L2;
+use crate::cache::l2::{Keys, L2};
 use crate::server::reply::Reply;
 use crate::server::session::Session;
 use bytes::Bytes;
@@ -83,7 +83,10 @@ async fn upstream(
     out: &mut Reply,
     pipe: &redis::Pipeline,
 ) -> Option<Vec<Value>> {
-    match l2.run(session.db, session.resp3, false, pipe).await {
+    match l2
+        .run(session.db, session.resp3, false, pipe, Keys::First)
+        .await
+    {
         Ok((v, _)) => Some(v),
         Err(_) => {
             refuse(app, out, UNAVAILABLE);

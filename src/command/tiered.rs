@@ -12,7 +12,7 @@
 
 use super::table::{Command, BLOCKING, CACHED, LOCAL, REGISTRY, WRITE};
 use crate::app::App;
-use crate::cache::l2::{L2Error, L2};
+use crate::cache::l2::{Keys, L2Error, L2};
 use crate::config::FailOpen;
 use crate::server::reply::Reply;
 use crate::server::session::Session;
@@ -310,7 +310,16 @@ async fn relay(
     let c = REGISTRY.all[idx];
     let mut pipe = redis::pipe();
     pipe.ignore_errors().add_command(upstream(args));
-    match l2.run(session.db, session.resp3, false, &pipe).await {
+    match l2
+        .run(
+            session.db,
+            session.resp3,
+            false,
+            &pipe,
+            Keys::These(&written_keys(c, args)),
+        )
+        .await
+    {
         Ok((replies, _)) => {
             drop_written(app, l2, session.db, c, args);
             if c.name == "select" {
@@ -380,7 +389,7 @@ async fn cached_read(
                 .cmd("PTTL")
                 .arg(&keys[i][..]);
         }
-        match l2.run(db, true, true, &pipe).await {
+        match l2.run(db, true, true, &pipe, Keys::First).await {
             Ok((replies, gen)) => {
                 for (j, &i) in missing.iter().enumerate() {
                     let pttl = match replies.get(2 * j + 1) {
@@ -477,7 +486,7 @@ async fn exec(app: &App, l2: &Arc<L2>, session: &mut Session, out: &mut Reply) {
             Err(e) => Err(e),
         },
         None => l2
-            .run(session.db, session.resp3, false, &pipe)
+            .run(session.db, session.resp3, false, &pipe, Keys::First)
             .await
             .map(|(v, _)| v),
     };

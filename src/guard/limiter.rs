@@ -22,7 +22,7 @@
 
 use super::rate::{Cell, LocalLimiter, Space, Throttle, Verdict, Window};
 use crate::cache::glob::glob_match;
-use crate::cache::l2::{L2Error, L2};
+use crate::cache::l2::{Keys, L2Error, L2};
 use crate::config::{RateConfig, RatePolicy};
 use redis::Value;
 use std::fmt::Write;
@@ -484,9 +484,9 @@ impl RateLimiter {
             pipe.ignore_errors().add_command(cmd);
             pipe
         };
-        let mut reply = self.run(l2, &build("EVALSHA", &script.sha)).await?;
+        let mut reply = self.run(l2, &build("EVALSHA", &script.sha), keys).await?;
         if matches!(&reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
-            reply = self.run(l2, &build("EVAL", script.body)).await?;
+            reply = self.run(l2, &build("EVAL", script.body), keys).await?;
         }
         self.fallback.store(false, Ordering::Relaxed);
         match reply {
@@ -507,8 +507,13 @@ impl RateLimiter {
         }
     }
 
-    async fn run(&self, l2: &Arc<L2>, pipe: &redis::Pipeline) -> Result<Value, Remote> {
-        match l2.run(0, false, false, pipe).await {
+    async fn run(
+        &self,
+        l2: &Arc<L2>,
+        pipe: &redis::Pipeline,
+        keys: &[&[u8]],
+    ) -> Result<Value, Remote> {
+        match l2.run(0, false, false, pipe, Keys::These(keys)).await {
             Ok((v, _)) => Ok(v.into_iter().next().unwrap_or(Value::Nil)),
             Err(L2Error::Unavailable) => {
                 self.fallback.store(true, Ordering::Relaxed);

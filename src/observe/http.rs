@@ -45,7 +45,22 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
                     "down (failing open)"
                 },
                 l2.breaker_state().name()
-            ),
+            ) + &l2
+                .nodes()
+                .iter()
+                .map(|n| {
+                    format!(
+                        "l2_master {}: {} (breaker {})\n",
+                        n.addr,
+                        if n.up {
+                            "up"
+                        } else {
+                            "down (its keys fail open)"
+                        },
+                        n.breaker.name()
+                    )
+                })
+                .collect::<String>(),
         ),
     }
 }

@@ -30,6 +30,12 @@ pub struct LayerLabel {
     pub layer: String,
 }
 
+/// One master of a Cluster upstream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
 /// Per-layer cache series (Property 39), refreshed at scrape time from the counters the
 /// store and the L2 keep.
 #[derive(Default)]
@@ -45,6 +51,9 @@ pub struct LayerSeries {
     pub l2_reconnects: Counter,
     pub breaker_state: Gauge,
     pub breaker_opened: Counter,
+    /// Per Cluster master: reachable (1) or failing open (0), and its breaker.
+    pub node_up: Family<NodeLabel, Gauge>,
+    pub node_breaker_state: Family<NodeLabel, Gauge>,
 }
 
 impl LayerSeries {
@@ -621,6 +630,16 @@ impl Default for Metrics {
             "breaker_opened",
             "Times the L2 breaker opened",
             l.breaker_opened.clone(),
+        );
+        registry.register(
+            "l2_node_up",
+            "Per master of a Cluster upstream: 1 while reachable, 0 while its keys fail open",
+            l.node_up.clone(),
+        );
+        registry.register(
+            "l2_node_breaker_state",
+            "Per master of a Cluster upstream: its circuit breaker, 0 closed, 1 open, 2 half-open",
+            l.node_breaker_state.clone(),
         );
         let l2_latency = Histogram::new(LATENCY_BUCKETS.iter().copied());
         registry.register(

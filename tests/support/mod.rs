@@ -336,18 +336,37 @@ impl RedisServer {
 /// A Redis Cluster of `n` masters (no replicas) from the machine's redis-server, on loopback:
 /// `--cluster-enabled yes` nodes joined by `redis-cli --cluster create`.
 pub struct RedisCluster {
-    pub nodes: Vec<RedisServer>,
+    /// Every node, in start order (the first `masters` were created as masters; a killed
+    /// node is `None` until restarted).
+    pub nodes: Vec<Option<RedisServer>>,
     dir: PathBuf,
     ports: Vec<u16>,
+    opts: ClusterOpts,
+}
+
+/// How a test cluster is made.
+#[derive(Clone, Copy)]
+pub struct ClusterOpts {
+    pub masters: usize,
+    /// Replicas per master (`redis-cli --cluster create --cluster-replicas`).
+    pub replicas: usize,
+    /// `cluster-node-timeout` in ms: how soon a silent master counts as failed.
+    pub node_timeout_ms: u64,
+    /// `cluster-require-full-coverage`: with `false` the other masters keep serving their
+    /// slots while one master is down.
+    pub full_coverage: bool,
 }
 
 /// One cluster-enabled redis-server on `port`, its node file in `dir`.
-fn cluster_node(dir: &std::path::Path, port: u16) -> RedisServer {
+fn cluster_node(dir: &std::path::Path, port: u16, opts: &ClusterOpts) -> RedisServer {
     let conf = dir.join(format!("nodes-{port}.conf"));
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout"])
+        .arg(opts.node_timeout_ms.to_string())
+        .args(["--cluster-require-full-coverage"])
+        .arg(if opts.full_coverage { "yes" } else { "no" })
         .arg("--cluster-config-file")
         .arg(&conf)
         .stdout(Stdio::null())
@@ -369,52 +388,138 @@ fn free_cluster_port() -> u16 {
 }
 
 impl RedisCluster {
+    /// `n` masters, no replicas, full coverage required (one dead master stops the cluster).
     pub fn start(n: usize) -> RedisCluster {
+        RedisCluster::start_with(ClusterOpts {
+            masters: n,
+            replicas: 0,
+            node_timeout_ms: 5000,
+            full_coverage: true,
+        })
+    }
+
+    pub fn start_with(opts: ClusterOpts) -> RedisCluster {
         let dir = std::env::temp_dir().join(format!(
             "strata-cluster-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&dir).expect("cluster dir");
+        let n = opts.masters * (1 + opts.replicas);
         let ports: Vec<u16> = (0..n).map(|_| free_cluster_port()).collect();
-        let nodes: Vec<RedisServer> = ports.iter().map(|&p| cluster_node(&dir, p)).collect();
+        let nodes = ports
+            .iter()
+            .map(|&p| Some(cluster_node(&dir, p, &opts)))
+            .collect();
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut create = Command::new("redis-cli");
-        create.args(["--cluster", "create"]).args(&addrs).args([
-            "--cluster-replicas",
-            "0",
-            "--cluster-yes",
-        ]);
+        create
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &opts.replicas.to_string()])
+            .arg("--cluster-yes");
         run_ok(create, "redis-cli --cluster create");
-        let cluster = RedisCluster { nodes, dir, ports };
+        let cluster = RedisCluster {
+            nodes,
+            dir,
+            ports,
+            opts,
+        };
         cluster.wait_ok();
         cluster
     }
 
     /// Kills every node (the cluster is gone; its node files stay).
     pub fn kill(&mut self) {
-        self.nodes.clear();
+        self.nodes.iter_mut().for_each(|n| *n = None);
     }
 
     /// Starts every node again on its port from its node file: the same cluster, empty.
     pub fn restart(&mut self) {
-        self.nodes = self
-            .ports
-            .iter()
-            .map(|&p| cluster_node(&self.dir, p))
-            .collect();
+        for (i, &p) in self.ports.iter().enumerate() {
+            self.nodes[i] = Some(cluster_node(&self.dir, p, &self.opts));
+        }
         self.wait_ok();
     }
 
-    fn wait_ok(&self) {
+    /// Kills the node on `port` (SIGKILL: no goodbye to clients or to the cluster).
+    pub fn kill_node(&mut self, port: u16) {
+        let i = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("a node's port");
+        self.nodes[i] = None;
+    }
+
+    /// Starts the node on `port` again from its node file (it rejoins, empty).
+    pub fn restart_node(&mut self, port: u16) {
+        let i = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("a node's port");
+        self.nodes[i] = Some(cluster_node(&self.dir, port, &self.opts));
+    }
+
+    /// The port of the master serving `key`'s slot, as a live node sees it.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let mut c = self.live().next().expect("a live node").conn();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut c)
+            .unwrap();
+        let ranges: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<redis::Value>>(&mut c)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                redis::Value::Array(mut parts) if parts.len() >= 3 => {
+                    let node = match parts.remove(2) {
+                        redis::Value::Array(n) => n,
+                        _ => return None,
+                    };
+                    match (&parts[0], &parts[1]) {
+                        (redis::Value::Int(a), redis::Value::Int(b)) => Some((*a, *b, node)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect();
+        let (_, _, node) = ranges
+            .into_iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .expect("an owner");
+        match node.get(1) {
+            Some(redis::Value::Int(p)) => *p as u16,
+            other => panic!("no port in {other:?}"),
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &RedisServer> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and every live replica is in sync
+    /// with its master (a replica that never synced cannot take over).
+    pub fn wait_ok(&self) {
         let ok = wait_until(Duration::from_secs(30), || {
-            self.nodes.iter().all(|n| {
+            self.live().all(|n| {
                 let mut c = n.conn();
-                redis::cmd("CLUSTER")
+                let state = redis::cmd("CLUSTER")
                     .arg("INFO")
                     .query::<String>(&mut c)
-                    .map(|i| i.contains("cluster_state:ok"))
-                    .unwrap_or(false)
+                    .is_ok_and(|i| i.contains("cluster_state:ok"));
+                let synced = redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut c)
+                    .is_ok_and(|i| {
+                        i.contains("role:master") || i.contains("master_link_status:up")
+                    });
+                state && synced
             })
         });
         assert!(ok, "cluster never reached cluster_state:ok");
@@ -422,24 +527,28 @@ impl RedisCluster {
 
     /// The seed URLs for `[l2] cluster = [...]`.
     pub fn seeds(&self) -> Vec<String> {
-        self.nodes
+        self.ports
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|p| format!("redis://127.0.0.1:{p}"))
             .collect()
     }
 
     /// A cluster-aware client connection straight to the cluster.
     pub fn conn(&self) -> redis::cluster::ClusterConnection {
-        redis::cluster::ClusterClient::new(self.seeds())
-            .expect("cluster client")
-            .get_connection()
-            .expect("cluster connect")
+        redis::cluster::ClusterClient::new(
+            self.live()
+                .map(|n| format!("redis://127.0.0.1:{}", n.port))
+                .collect::<Vec<_>>(),
+        )
+        .expect("cluster client")
+        .get_connection()
+        .expect("cluster connect")
     }
 }
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        self.nodes.clear();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
