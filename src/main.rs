@@ -80,7 +80,7 @@ const WORKER_STACK: usize = 32 << 20;
 fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
     // One crypto provider for every TLS connection (the upstream Valkey/Redis today).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    strata::observe::log::init(&cfg.log);
+    let _log = strata::observe::log::init(&cfg.log);
     strata::server::raise_nofile(cfg.server.maxclients);
     if let Err(e) = strata::db::tls::configure(&cfg.database) {
         eprintln!("{e}");

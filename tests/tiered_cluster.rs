@@ -286,6 +286,20 @@ fn master_line(c: &mut redis::Connection, port: u16) -> String {
         .unwrap_or_else(|| panic!("no master on {port} in INFO:\n{text}"))
 }
 
+/// Waits (10 s at most) until every instance counts `down` masters down.
+fn wait_masters_down(instances: &mut [&mut redis::Connection], down: &str, what: &str) {
+    for c in instances.iter_mut() {
+        assert!(
+            wait_until(Duration::from_secs(10), || field(
+                &info(c),
+                "l2_cluster_masters_down"
+            ) == down),
+            "{what}:\n{}",
+            info(c)
+        );
+    }
+}
+
 /// Keys spread over the masters: (keys on `victim`, keys elsewhere).
 fn keys_by_master(cluster: &RedisCluster, victim: u16, n: usize) -> (Vec<String>, Vec<String>) {
     (0..n)
@@ -319,15 +333,11 @@ fn one_lost_master_fails_open_only_its_own_keys_and_comes_back_clean() {
     }
 
     cluster.kill_node(victim);
-    for c in [&mut ca, &mut cb] {
-        assert!(
-            wait_until(Duration::from_secs(5), || field(
-                &info(c),
-                "l2_cluster_masters_down"
-            ) == "1"),
-            "the lost master is seen as down"
-        );
-    }
+    wait_masters_down(
+        &mut [&mut ca, &mut cb],
+        "1",
+        "the lost master is seen as down",
+    );
     assert!(master_line(&mut ca, victim).contains("status=down"));
     assert_eq!(field(&info(&mut ca), "l2_status"), "up");
     // The other masters' keys still go through L2, coherently: a write through A reaches B's
@@ -377,15 +387,7 @@ fn one_lost_master_fails_open_only_its_own_keys_and_comes_back_clean() {
     // slots survives: neither the fail-open write nor anything from before.
     cluster.restart_node(victim);
     cluster.wait_ok();
-    for c in [&mut ca, &mut cb] {
-        assert!(
-            wait_until(Duration::from_secs(10), || field(
-                &info(c),
-                "l2_cluster_masters_down"
-            ) == "0"),
-            "the master is tracked again"
-        );
-    }
+    wait_masters_down(&mut [&mut ca, &mut cb], "0", "the master is tracked again");
     let mut cu = cluster.conn();
     let _: () = cu.set(&dead[1], "direct").unwrap();
     assert_eq!(get(&mut ca, &dead[0]), None, "the fail-open write is gone");
@@ -452,8 +454,9 @@ fn a_stalled_master_opens_its_own_breaker_only() {
         .query::<i64>(&mut c)
         .unwrap_err();
     assert_eq!(e.code(), Some("UNAVAILABLE"));
+    // (A call to the stalled master would take the 300 ms timeout.)
     assert!(
-        t.elapsed() < Duration::from_millis(90),
+        t.elapsed() < Duration::from_millis(250),
         "refused without calling L2"
     );
     let n: i64 = redis::cmd("INCR").arg(&fine[0]).query(&mut c).unwrap();
