@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the hot path below the network: framing a pipelined batch, the L1
-//! store's GET/SET of 100-byte values, and a sorted set's ordered index (`zset_*`, shaped like
-//! redis-benchmark's `ZADD myzset __rand_int__ element:__rand_int__` with `-r 100000`). The
-//! end-to-end comparison with redis-server is `benches/resp.sh`; these isolate regressions in
-//! one layer.
+//! store's GET/SET of 100-byte values, a sorted set's ordered index (`zset_*`, shaped like
+//! redis-benchmark's `ZADD myzset __rand_int__ element:__rand_int__` with `-r 100000`), its
+//! ZPOPMIN and a big hash's HSET (`object/*`, shaped like `HSET myhash element:__rand_int__`
+//! with `-d 100`), and writing a score into a reply. The end-to-end comparison with
+//! redis-server is `benches/resp.sh`; these isolate regressions in one layer.
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -12,7 +13,9 @@ use std::hint::black_box;
 use strata::cache::entry::Entry;
 use strata::cache::ranktree::RankTree;
 use strata::cache::store::Store;
+use strata::cache::value::{HashValue, ZSetValue};
 use strata::server::frame::Framer;
+use strata::server::reply::Reply;
 
 fn store(c: &mut Criterion) {
     let s = Store::new(1);
@@ -205,5 +208,74 @@ fn zset(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, store, framing, zset);
+fn objects(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
+    let mut g = c.benchmark_group("object");
+    g.throughput(Throughput::Elements(1));
+    // ZPOPMIN of a 100k set with random integer scores; each popped member goes back in at the
+    // far end, so the set keeps its size. `zpopmin_by_rank` is the same through the rank API
+    // (read rank 0, copy the member, remove it by key).
+    let mut z = ZSetValue::default();
+    for i in 0..ZSET_N {
+        z.insert(&element(i), rng.random_range(0..ZSET_N) as f64);
+    }
+    let mut top = ZSET_N as f64;
+    g.bench_function("zpopmin_100k", |b| {
+        b.iter(|| {
+            if let Some((_, m)) = z.pop(false) {
+                top += 1.0;
+                z.insert(&m, top);
+            }
+        })
+    });
+    g.bench_function("zpopmin_by_rank_100k", |b| {
+        b.iter(|| {
+            if let Some((_, m)) = z.at(0).map(|(s, m)| (s, m.to_vec())) {
+                z.remove(&m);
+                top += 1.0;
+                z.insert(&m, top);
+            }
+        })
+    });
+    drop(z);
+    // HSET of a random existing field of a 100k-field hash: a 100-byte value over a 100-byte
+    // one (written in place), and alternately 100 and 101 bytes (a new block each time).
+    let mut h = HashValue::default();
+    let fields: Vec<[u8; 20]> = (0..ZSET_N).map(element).collect();
+    let (v100, v101) = ([b'x'; 100], [b'y'; 101]);
+    for f in &fields {
+        h.insert(f, &v100);
+    }
+    let picks: Vec<usize> = (0..200_000).map(|_| rng.random_range(0..ZSET_N)).collect();
+    let mut k = 0;
+    g.bench_function("hset_same_size_100k", |b| {
+        b.iter(|| {
+            k = (k + 1) % picks.len();
+            black_box(h.insert(&fields[picks[k]], &v100))
+        })
+    });
+    g.bench_function("hset_new_size_100k", |b| {
+        b.iter(|| {
+            k = (k + 1) % picks.len();
+            let v: &[u8] = if k % 2 == 0 { &v100 } else { &v101 };
+            black_box(h.insert(&fields[picks[k]], v))
+        })
+    });
+    g.finish();
+    // A ZPOPMIN reply's score: integral (redis-benchmark's scores) and fractional.
+    let mut g = c.benchmark_group("reply");
+    g.throughput(Throughput::Elements(1));
+    let mut out = Reply::new(false);
+    for (name, v) in [("double_integral", 48_213.0), ("double_fraction", 0.1)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.buf.clear();
+                out.double(black_box(v));
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, store, framing, zset, objects);
 criterion_main!(benches);

@@ -12,9 +12,10 @@
 //! room and splits only when both are nearly full, so leaves run about three quarters full.
 //! The first and last node of each level are exempt: an insert past the end of the last leaf
 //! (or before the first) splits it lopsidedly, so ascending inserts (e.g. timestamps) leave
-//! full leaves behind. A set of up to 128 elements (Redis's listpack size) has no tree at
-//! all, just the two arrays, grown by doubling; it becomes a tree past 128 and turns back at
-//! 64.
+//! full leaves behind. A pop (ZPOPMIN/ZPOPMAX) walks that same edge without comparing keys, so
+//! only edge nodes run short. A set of up to 128 elements (Redis's listpack size) has no tree
+//! at all, just the two arrays, grown by doubling; it becomes a tree past 128 and turns back
+//! at 64.
 //!
 //! Scores are never NaN here (the commands refuse NaN), so `f64`'s partial order is total.
 
@@ -89,6 +90,12 @@ impl Default for Member {
 impl PartialEq for Member {
     fn eq(&self, other: &Self) -> bool {
         self.bytes() == other.bytes()
+    }
+}
+
+impl AsRef<[u8]> for Member {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
     }
 }
 
@@ -224,6 +231,12 @@ impl RankTree {
     /// Removes a pair; true when it was there.
     pub fn remove(&mut self, score: f64, member: &[u8]) -> bool {
         self.0.take((score, member)).is_some()
+    }
+
+    /// Removes and returns the first element (`last`: the last one) without searching: the
+    /// walk follows the tree's left (right) edge, whose nodes may run below half full.
+    pub fn pop(&mut self, last: bool) -> Option<(f64, impl AsRef<[u8]>)> {
+        self.0.remove(if last { Which::Last } else { Which::First })
     }
 
     /// Moves `member` from score `old` to score `new`. When the new key falls in the same
@@ -382,6 +395,28 @@ impl Edges {
         Edges {
             first: self.first && i == 0,
             last: self.last && i + 1 == len,
+        }
+    }
+}
+
+/// The element a removal takes: a given key, or the first or last in order (a pop, which
+/// walks the edge of the tree without comparing keys).
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    Key((f64, &'a [u8])),
+    First,
+    Last,
+}
+
+impl Which<'_> {
+    /// The position among `len` elements or children: `find` locates a key; the ends need no
+    /// search. None when there is nothing to take.
+    fn pick(self, len: usize, find: impl FnOnce((f64, &[u8])) -> Option<usize>) -> Option<usize> {
+        match self {
+            _ if len == 0 => None,
+            Which::Key(k) => find(k),
+            Which::First => Some(0),
+            Which::Last => Some(len - 1),
         }
     }
 }
@@ -783,16 +818,19 @@ impl<const L: usize, const K: usize> Node<L, K> {
         })
     }
 
-    fn remove(&mut self, k: (f64, &[u8]), edges: Edges, st: &mut Stats) -> Option<Member> {
+    fn remove(&mut self, which: Which<'_>, edges: Edges, st: &mut Stats) -> Option<Slot> {
         match self {
-            Node::Leaf(l) => l.run().find(k).map(|pos| l.remove(pos)),
+            Node::Leaf(l) => {
+                let pos = which.pick(l.len, |k| l.run().find(k))?;
+                Some((l.scores[pos], l.remove(pos)))
+            }
             Node::Inner(n) => {
-                let i = n.route(k);
+                let i = which.pick(n.len, |k| Some(n.route(k)))?;
                 let e = edges.kid(i, n.len);
-                let member = n.kids[i].remove(k, e, st)?;
+                let slot = n.kids[i].remove(which, e, st)?;
                 n.counts[i] -= 1;
                 n.rebalance(i, e, st);
-                Some(member)
+                Some(slot)
             }
             Node::Empty => unreachable!("empty child slot"),
         }
@@ -856,14 +894,18 @@ impl<const L: usize, const K: usize> Tree<L, K> {
 
     /// Removes an element; returns its member (which an update reuses).
     fn take(&mut self, k: (f64, &[u8])) -> Option<Member> {
-        let member = match &mut self.root {
+        self.remove(Which::Key(k)).map(|(_, m)| m)
+    }
+
+    /// Removes the element `which` chooses; returns it.
+    fn remove(&mut self, which: Which<'_>) -> Option<Slot> {
+        let slot = match &mut self.root {
             Root::Small(s) => {
-                let pos = s.run().find(k)?;
-                s.scores.remove(pos);
-                s.members.remove(pos)
+                let pos = which.pick(s.scores.len(), |k| s.run().find(k))?;
+                (s.scores.remove(pos), s.members.remove(pos))
             }
             Root::Node(root) => {
-                let member = root.remove(k, Edges::ROOT, &mut self.stats)?;
+                let slot = root.remove(which, Edges::ROOT, &mut self.stats)?;
                 if self.len - 1 <= L {
                     // Down to a leaf's worth: back to a small set.
                     let mut s = Small {
@@ -883,7 +925,7 @@ impl<const L: usize, const K: usize> Tree<L, K> {
                         self.stats.inners -= 1;
                     }
                 }
-                member
+                slot
             }
         };
         self.len -= 1;
@@ -891,7 +933,7 @@ impl<const L: usize, const K: usize> Tree<L, K> {
             // Empty: give everything back.
             *self = Self::default();
         }
-        Some(member)
+        Some(slot)
     }
 
     /// A full small set's elements as a tree: two full leaves under a root.
@@ -1186,6 +1228,8 @@ mod tests {
         Insert(u16, i32),
         Remove(u16, i32),
         Update(u16, i32),
+        /// ZPOPMIN (false) or ZPOPMAX (true).
+        Pop(bool),
         Probe(i32),
     }
 
@@ -1198,6 +1242,7 @@ mod tests {
             insert => (0u16..300, score.clone()).prop_map(|(m, s)| Op::Insert(m, s)),
             remove => (0u16..300, score.clone()).prop_map(|(m, s)| Op::Remove(m, s)),
             update => (0u16..300, score.clone()).prop_map(|(m, s)| Op::Update(m, s)),
+            remove => any::<bool>().prop_map(Op::Pop),
             1 => score.prop_map(Op::Probe),
         ]
     }
@@ -1250,6 +1295,19 @@ mod tests {
                         prop_assert_eq!(t.count_while(|k| order(k, (sc(s), &m)).is_lt()), rank);
                         prop_assert_eq!(t.get(rank), Some((sc(s), &m[..])));
                     } else {
+                        scores.remove(&m);
+                    }
+                }
+                Op::Pop(last) => {
+                    let want = if last {
+                        set.pop_last()
+                    } else {
+                        set.pop_first()
+                    };
+                    let got = t.remove(if last { Which::Last } else { Which::First });
+                    let got = got.map(|(s, m)| (s, m.bytes().to_vec()));
+                    prop_assert_eq!(got, want.clone().map(|(s, m)| (sc(s), m)));
+                    if let Some((_, m)) = want {
                         scores.remove(&m);
                     }
                 }

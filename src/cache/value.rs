@@ -4,9 +4,11 @@
 //! Objects keep a running byte count so that accounting is O(1) per mutation. Command semantics
 //! (error texts, argument parsing) live in `command/`, not here.
 
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::{IndexMap, IndexSet};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 /// A set member, hash field or sorted-set member: up to 24 bytes live inline in the table's own
 /// slot, so looking one up touches no further heap block (most members are short ids).
@@ -139,16 +141,29 @@ impl HashValue {
 
     /// Sets a field; true when the field is new.
     pub fn insert(&mut self, field: &[u8], val: &[u8]) -> bool {
-        match self.map.get_mut(field) {
-            Some(v) => {
-                self.bytes = self.bytes - v.len() + val.len();
-                *v = val.into();
+        // One hash and one probe whether the field is new or not.
+        let hash = self.map.hasher().hash_one(field);
+        match self
+            .map
+            .raw_entry_mut_v1()
+            .from_key_hashed_nocheck(hash, field)
+        {
+            RawEntryMut::Occupied(mut o) => {
+                let v = o.get_mut();
+                if v.len() == val.len() {
+                    // Same size: overwrite in place; a new block and freeing the old (a cold
+                    // cache line that free() reads) cost more than the copy.
+                    v.copy_from_slice(val);
+                } else {
+                    self.bytes = self.bytes - v.len() + val.len();
+                    *v = val.into();
+                }
                 self.hashtable |= val.len() > LISTPACK_VALUE_MAX;
                 false
             }
-            None => {
+            RawEntryMut::Vacant(slot) => {
                 self.bytes += field.len() + val.len() + ELEMENT_OVERHEAD;
-                self.map.insert(Member::from_slice(field), val.into());
+                slot.insert_hashed_nocheck(hash, Member::from_slice(field), val.into());
                 self.hashtable |= self.map.len() > LISTPACK_MAX
                     || field.len() > LISTPACK_VALUE_MAX
                     || val.len() > LISTPACK_VALUE_MAX;
@@ -405,6 +420,15 @@ impl ZSetValue {
         self.tree.remove(score, member);
         self.bytes -= member.len() + ELEMENT_OVERHEAD;
         Some(score)
+    }
+
+    /// Removes and returns the lowest element (`max`: the highest), as ZPOPMIN/ZPOPMAX take
+    /// it: straight off the end of the order, and the member handed over, not copied.
+    pub fn pop(&mut self, max: bool) -> Option<(f64, Member)> {
+        let (score, m) = self.tree.pop(max)?;
+        let (_, member, _) = self.scores.swap_remove_full(m.as_ref())?;
+        self.bytes -= member.len() + ELEMENT_OVERHEAD;
+        Some((score, member))
     }
 
     /// The element at a rank in ascending order.

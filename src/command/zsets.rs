@@ -11,9 +11,10 @@ use super::keys::{parse_cursor, scan_opts};
 use super::{typed, Ctx};
 use crate::cache::entry::{Entry, ValueRef};
 use crate::cache::glob::glob_match;
-use crate::cache::value::{Object, ZSetValue};
+use crate::cache::value::{Member, Object, ZSetValue};
 use crate::server::reply::Reply;
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 const NOT_FLOAT: CmdError = CmdError::new("ERR value is not a valid float");
 const MINMAX_FLOAT: CmdError = CmdError::new("ERR min or max is not a float");
@@ -97,19 +98,19 @@ impl Span {
     }
 }
 
-fn write_elements(out: &mut Reply, elems: &[(f64, Vec<u8>)], withscores: bool) {
+fn write_elements(out: &mut Reply, elems: &[(f64, impl AsRef<[u8]>)], withscores: bool) {
     if withscores && out.resp3 {
         out.array(elems.len());
         for (s, m) in elems {
             out.array(2);
-            out.bulk(m);
+            out.bulk(m.as_ref());
             out.double(*s);
         }
         return;
     }
     out.array(elems.len() * if withscores { 2 } else { 1 });
     for (s, m) in elems {
-        out.bulk(m);
+        out.bulk(m.as_ref());
         if withscores {
             out.double(*s);
         }
@@ -587,17 +588,11 @@ fn pop(ctx: &mut Ctx<'_>, args: &[Bytes], max: bool) -> CmdResult {
         },
         _ => return Err(SYNTAX),
     };
+    // One element (the plain form) stays on the stack; its member is moved out of the set.
     let popped = typed::update(ctx, &args[1], |z: &mut ZSetValue| {
         let n = count.unwrap_or(1).min(z.len());
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            let rank = if max { z.len() - 1 } else { 0 };
-            let Some((s, m)) = z.at(rank).map(|(s, m)| (s, m.to_vec())) else {
-                break;
-            };
-            z.remove(&m);
-            v.push((s, m));
-        }
+        let mut v = SmallVec::<[(f64, Member); 1]>::with_capacity(n);
+        v.extend(std::iter::from_fn(|| z.pop(max)).take(n));
         Ok(v)
     })?
     .unwrap_or_default();

@@ -132,7 +132,16 @@ impl Reply {
 
     /// A double, formatted as Redis 7.0 formats doubles (`%.17g`, inf/-inf).
     pub fn double(&mut self, v: f64) {
-        let s = format_double(v);
+        // The common integral score takes no String and no exact-digit float formatting.
+        let mut digits = itoa::Buffer::new();
+        let formatted;
+        let s = match integral(v) {
+            Some(n) => digits.format(n),
+            None => {
+                formatted = format_double(v);
+                formatted.as_str()
+            }
+        };
         if self.resp3 {
             self.buf.push(b',');
             self.buf.extend_from_slice(s.as_bytes());
@@ -192,8 +201,17 @@ impl Reply {
     }
 }
 
+/// `v` as an integer when `%.17g` prints it as one: integral, below 10^15 in magnitude (exact,
+/// and far from the 17 digits where `%g` switches to an exponent), and not `-0`.
+fn integral(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() < 1e15 && (v != 0.0 || v.is_sign_positive())).then_some(v as i64)
+}
+
 /// C's `%.17g`, which Redis 7.0 uses for doubles in replies (`inf` and `-inf` spelled so).
 pub fn format_double(v: f64) -> String {
+    if let Some(n) = integral(v) {
+        return itoa::Buffer::new().format(n).to_owned();
+    }
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
@@ -248,6 +266,34 @@ mod tests {
         assert_eq!(format_double(123456789.0), "123456789");
         assert_eq!(format_double(f64::INFINITY), "inf");
         assert_eq!(format_g(0.30000000000000004, 15), "0.3");
+    }
+
+    #[test]
+    fn integral_doubles_print_as_g17_does() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            12345.0,
+            -98765.0,
+            999_999_999_999_999.0,
+            1e15,
+            -1e15,
+            1e16,
+            123_456_789_012_345_680.0,
+            4.5,
+            -0.5,
+            1e-300,
+        ] {
+            assert_eq!(format_double(v), format_g(v, 17), "{v:e}");
+            let (mut a, mut b) = (Reply::new(false), Reply::new(true));
+            a.double(v);
+            b.double(v);
+            let s = format_g(v, 17);
+            assert_eq!(a.buf, format!("${}\r\n{s}\r\n", s.len()).into_bytes());
+            assert_eq!(b.buf, format!(",{s}\r\n").into_bytes());
+        }
     }
 
     #[test]
