@@ -26,8 +26,7 @@ mkdir -p "$OUT"
 cargo build --release --bins >/dev/null
 STRATA=$PWD/target/release/strata
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; exit 1; }
+. benches/lib.sh
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 RPORT=$(free_port); SPORT=$(free_port)
