@@ -166,6 +166,15 @@ impl HttpSink {
     }
 }
 
+/// The next line without its line ending; `None` once the peer is gone.
+fn next_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end_matches(['\r', '\n']).to_string()),
+    }
+}
+
 fn serve_http(stream: TcpStream, status: u16, log: &Log<HttpRequest>) {
     let Ok(write_half) = stream.try_clone() else {
         return;
@@ -173,12 +182,9 @@ fn serve_http(stream: TcpStream, status: u16, log: &Log<HttpRequest>) {
     let mut out = write_half;
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = line.trim_end();
+        let Some(line) = next_line(&mut reader) else {
+            return;
+        };
         if line.is_empty() {
             continue;
         }
@@ -187,12 +193,9 @@ fn serve_http(stream: TcpStream, status: u16, log: &Log<HttpRequest>) {
         let path = parts.next().unwrap_or_default().to_string();
         let mut headers = Vec::new();
         loop {
-            let mut h = String::new();
-            match reader.read_line(&mut h) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let h = h.trim_end();
+            let Some(h) = next_line(&mut reader) else {
+                return;
+            };
             if h.is_empty() {
                 break;
             }
@@ -209,10 +212,9 @@ fn serve_http(stream: TcpStream, status: u16, log: &Log<HttpRequest>) {
         let mut body = Vec::new();
         if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             loop {
-                let mut size = String::new();
-                if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                let Some(size) = next_line(&mut reader) else {
                     return;
-                }
+                };
                 let size = size.trim().split(';').next().unwrap_or_default();
                 let Ok(n) = usize::from_str_radix(size, 16) else {
                     return;
@@ -323,12 +325,10 @@ fn serve_smtp(stream: TcpStream, log: &Log<SmtpMessage>) {
     let mut from = String::new();
     let mut to = Vec::new();
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = line.trim_end();
+        let Some(line) = next_line(&mut reader) else {
+            return;
+        };
+        let line = line.as_str();
         let verb = line
             .split_whitespace()
             .next()
@@ -357,12 +357,10 @@ fn serve_smtp(stream: TcpStream, log: &Log<SmtpMessage>) {
                 }
                 let mut data = String::new();
                 loop {
-                    let mut l = String::new();
-                    match reader.read_line(&mut l) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                    let content = l.trim_end_matches(['\r', '\n']);
+                    let Some(l) = next_line(&mut reader) else {
+                        return;
+                    };
+                    let content = l.as_str();
                     if content == "." {
                         break;
                     }
