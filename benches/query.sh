@@ -34,9 +34,8 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; 
 DIR=$(mktemp -d /tmp/strata-bench-pg.XXXXXX)
 [ "$(id -u)" -eq 0 ] && chown postgres "$DIR"
 PGPORT=$(free_port)
-pids=()
 cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
+  kill_started
   as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$DIR"
 }

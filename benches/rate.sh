@@ -29,21 +29,9 @@ cargo build --release --bins >/dev/null
 STRATA=${CARGO_TARGET_DIR:-$PWD/target}/release/strata
 
 . benches/lib.sh
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
-trap cleanup EXIT
+trap kill_started EXIT
 
-UP=$(free_port)
-taskset -c 1 redis-server --port "$UP" --bind 127.0.0.1 --save '' --appendonly no --logfile /dev/null & pids+=($!)
-UP_PID=$!
-wait_port "$UP"
-start_strata() { # port, extra env...
-  local port=$1; shift
-  env STRATA_HTTP_LISTEN='""' STRATA_LOG_LEVEL=warn "$@" taskset -c 1 "$STRATA" --port "$port" >/dev/null 2>&1 &
-  pids+=($!)
-  LAST_PID=$!
-  wait_port "$port"
-}
+start_upstream
 SOLO=$(free_port); TIER=$(free_port)
 start_strata "$SOLO"; SOLO_PID=$LAST_PID
 start_strata "$TIER" STRATA_L2_URL="redis://127.0.0.1:$UP"; TIER_PID=$LAST_PID
