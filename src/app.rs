@@ -211,6 +211,10 @@ impl App {
 
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+        // Connections wait on their own wakers, not on the watch (see server::connection).
+        for c in self.clients.all() {
+            c.wake.wake();
+        }
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

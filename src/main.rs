@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use strata::app::App;
 use strata::config::{CliOverrides, Config};
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "A Redis-protocol cache server")]
@@ -74,7 +75,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Stack of each runtime worker thread.
+/// Stack of each runtime thread. Deeply nested values (a Lua reply 1000 tables deep, say) are
+/// converted recursively; the 2 MiB default is not enough for that in an unoptimized build. Only
+/// the pages a thread touches are resident.
 const WORKER_STACK: usize = 32 << 20;
 
 fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
@@ -97,59 +100,82 @@ fn serve(cfg: Config, file: Option<PathBuf>) -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        // Deeply nested values (a Lua reply 1000 tables deep, say) are converted recursively;
-        // the 2 MiB default is not enough for that in an unoptimized build. Only the pages a
-        // thread touches are resident.
-        .thread_stack_size(WORKER_STACK)
-        .enable_all()
-        .build()
-    {
+    // One thread: a current-thread runtime, whose tasks run on the thread that drives the I/O
+    // (no handing a woken task to a worker, no atomics on its run queue); it runs on a thread
+    // of its own so that it gets the same stack as a worker.
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let rt = match builder.thread_stack_size(WORKER_STACK).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
-        let http = cfg.http.listen.clone();
-        let app = App::new(cfg, file.map(|p| p.display().to_string()));
-        if let Some(l2) = &app.l2 {
-            l2.start();
+    if threads > 1 {
+        return rt.block_on(run(cfg, file, acceptor));
+    }
+    let main = std::thread::Builder::new()
+        .name("strata".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || rt.block_on(run(cfg, file, acceptor)));
+    match main.map(|t| t.join()) {
+        Ok(Ok(code)) => code,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// The server, from building the application to its shutdown.
+async fn run(cfg: Config, file: Option<PathBuf>, acceptor: Option<TlsAcceptor>) -> ExitCode {
+    let http = cfg.http.listen.clone();
+    let app = App::new(cfg, file.map(|p| p.display().to_string()));
+    if let Some(l2) = &app.l2 {
+        l2.start();
+    }
+    strata::command::query::start(&app);
+    app.start_alert_rules();
+    let listeners = match strata::server::bind_all(&app, acceptor).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot bind the client port");
+            return ExitCode::FAILURE;
         }
-        strata::command::query::start(&app);
-        app.start_alert_rules();
-        let listeners = match strata::server::bind_all(&app, acceptor).await {
-            Ok(l) => l,
+    };
+    if !http.is_empty() {
+        match strata::observe::http::start(app.clone(), &http).await {
+            Ok(addr) => tracing::info!(%addr, "HTTP endpoints (/metrics, /healthz, /readyz)"),
             Err(e) => {
-                tracing::error!(error = %e, "cannot bind the client port");
-                return ExitCode::FAILURE;
-            }
-        };
-        if !http.is_empty() {
-            match strata::observe::http::start(app.clone(), &http).await {
-                Ok(addr) => tracing::info!(%addr, "HTTP endpoints (/metrics, /healthz, /readyz)"),
-                Err(e) => tracing::error!(error = %e, listen = %http, "cannot bind the HTTP listener; continuing without it"),
+                tracing::error!(error = %e, listen = %http, "cannot bind the HTTP listener; continuing without it")
             }
         }
-        let port = app.port.load(std::sync::atomic::Ordering::Relaxed);
-        let tls_port = listeners.tls.as_ref().and_then(|t| t.0.local_addr().ok()).map(|a| a.port());
-        tracing::info!(port, ?tls_port, "Strata ready to accept connections");
-        let signals = app.clone();
-        tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    }
+    let port = app.port.load(std::sync::atomic::Ordering::Relaxed);
+    let tls_port = listeners
+        .tls
+        .as_ref()
+        .and_then(|t| t.0.local_addr().ok())
+        .map(|a| a.port());
+    tracing::info!(port, ?tls_port, "Strata ready to accept connections");
+    let signals = app.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
                 Err(_) => return,
             };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("signal received, shutting down");
-            signals.shutdown();
-        });
-        strata::server::run(app, listeners).await;
-        ExitCode::SUCCESS
-    })
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received, shutting down");
+        signals.shutdown();
+    });
+    strata::server::run(app, listeners).await;
+    ExitCode::SUCCESS
 }

@@ -1927,14 +1927,8 @@ fn idle_timeout_closes_idle_clients_only() {
     assert_eq!(busy.call(&[b"PING"]), b"+PONG\r\n");
 }
 
-#[test]
-fn sigterm_shuts_down_gracefully() {
-    let mut server = Strata::start();
-    let mut c = server.conn();
-    q::<()>(&mut c, &["SET", "k", "v"]);
-    let mut raw = server.raw();
-    assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
-    let port = server.port;
+/// SIGTERM stops the server, successfully and within 5 s.
+fn terminates_promptly(server: &mut Strata) {
     let start = Instant::now();
     assert!(
         server.terminate(),
@@ -1945,6 +1939,77 @@ fn sigterm_shuts_down_gracefully() {
         "shutdown took {:?}",
         start.elapsed()
     );
+}
+
+/// CLIENT KILL ends a connection wherever it waits: for its next request, in a blocking
+/// command, or on a write the client does not read (long before `client_output_stall_s`).
+/// SIGTERM ends them all. On the single-threaded runtime (`threads = 1`), which the benchmarks
+/// use and no other test does.
+#[test]
+fn kill_and_shutdown_reach_a_client_wherever_it_waits() {
+    let mut server = Strata::with_config("[server]\nthreads = 1\n");
+    let mut a = server.conn();
+    let id = |c: &mut Connection| q::<i64>(c, &["CLIENT", "ID"]).to_string();
+    let gone = |a: &mut Connection, id: &str| {
+        wait_until(Duration::from_secs(5), || !client_list(a).contains_key(id))
+    };
+    let big = "x".repeat(4 << 20);
+    q::<()>(&mut a, &["SET", "big", &big]);
+
+    let mut idle = server.conn();
+    let idle_id = id(&mut idle);
+    let mut stalled = server.raw();
+    let stalled_id = String::from_utf8(stalled.call(&[b"CLIENT", b"ID"])).unwrap();
+    let stalled_id = stalled_id.trim_start_matches(':').trim_end().to_string();
+    // 80 MB of replies the client never reads: the server's write blocks.
+    stalled.send(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(20));
+    let mut b2 = server.raw();
+    b2.send(b"*3\r\n$5\r\nBLPOP\r\n$4\r\nnone\r\n$1\r\n0\r\n");
+    let mut b2_id = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let list = client_list(&mut a);
+            let found = list.into_iter().find(|(_, f)| f["cmd"] == "blpop");
+            found.map(|(i, _)| b2_id = i).is_some()
+        }),
+        "the BLPOP client is listed"
+    );
+
+    for victim in [&idle_id, &stalled_id, &b2_id] {
+        assert_eq!(q::<i64>(&mut a, &["CLIENT", "KILL", "ID", victim]), 1);
+        assert!(
+            gone(&mut a, victim),
+            "client {victim} still listed after CLIENT KILL"
+        );
+    }
+    assert!(cmd(&["PING"]).query::<String>(&mut idle).is_err());
+    assert!(
+        b2.closed(),
+        "the killed BLPOP client's connection is closed"
+    );
+
+    // SIGTERM with a client blocked in BLPOP and one whose write is blocked.
+    let mut stalled = server.raw();
+    stalled.send(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(20));
+    let mut b3 = server.raw();
+    b3.send(b"*3\r\n$5\r\nBLPOP\r\n$4\r\nnone\r\n$1\r\n0\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    terminates_promptly(&mut server);
+    assert!(
+        b3.closed(),
+        "the BLPOP client's connection is closed by the shutdown"
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut server = Strata::start();
+    let mut c = server.conn();
+    q::<()>(&mut c, &["SET", "k", "v"]);
+    let mut raw = server.raw();
+    assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
+    let port = server.port;
+    terminates_promptly(&mut server);
     assert!(raw.closed(), "client connections are closed");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -1,7 +1,7 @@
 //! RATE and CL.THROTTLE from the outside, through the `redis` crate against the real binary:
-//! replies and errors standalone; two Strata instances sharing one real redis-server as L2
-//! enforcing one limit together; and the local fallback (and what INFO says) when L2 dies and
-//! comes back.
+//! replies and errors standalone; RATE's replies and its log through a real redis-server as L2;
+//! two Strata instances sharing one L2 enforcing one limit together; and the local fallback (and
+//! what INFO says) when L2 dies and comes back.
 
 mod support;
 
@@ -45,32 +45,35 @@ fn tiered(upstream_port: u16, extra: &str) -> Strata {
     s
 }
 
-#[test]
-fn rate_replies_and_errors_standalone() {
-    let s = Strata::start();
-    let mut c = s.conn();
-    assert_eq!(rate(&mut c, &["k", "3", "10"]), [1, 3, 2, 0, 10_000]);
-    assert_eq!(rate(&mut c, &["k", "3", "10"]), [1, 3, 1, 0, 10_000]);
-    assert_eq!(rate(&mut c, &["k", "3", "10"]), [1, 3, 0, 0, 10_000]);
-    let denied = rate(&mut c, &["k", "3", "10"]);
+/// RATE's replies on fresh keys `k`, `c` and `big` (two of the calls are denied), wherever the
+/// windows live.
+fn window_replies(c: &mut redis::Connection) {
+    assert_eq!(rate(c, &["k", "3", "10"]), [1, 3, 2, 0, 10_000]);
+    assert_eq!(rate(c, &["k", "3", "10"]), [1, 3, 1, 0, 10_000]);
+    assert_eq!(rate(c, &["k", "3", "10"]), [1, 3, 0, 0, 10_000]);
+    let denied = rate(c, &["k", "3", "10"]);
     assert_eq!(denied[..3], [0, 3, 0]);
     assert!((9_000..=10_000).contains(&denied[3]), "{denied:?}");
     assert!((9_000..=10_000).contains(&denied[4]), "{denied:?}");
     // A denied call counts nothing; COST counts several units; the default policy is 100/60s.
-    assert_eq!(rate(&mut c, &["c", "COST", "5"]), [1, 100, 95, 0, 60_000]);
+    assert_eq!(rate(c, &["c", "COST", "5"]), [1, 100, 95, 0, 60_000]);
     assert_eq!(
-        rate(&mut c, &["c", "100", "60", "cost", "95"]),
+        rate(c, &["c", "100", "60", "cost", "95"]),
         [1, 100, 0, 0, 60_000]
     );
     // A cost above the limit can never be admitted: denied, retry_after -1, nothing counted.
+    assert_eq!(rate(c, &["big", "5", "10", "COST", "6"]), [0, 5, 5, -1, 0]);
     assert_eq!(
-        rate(&mut c, &["big", "5", "10", "COST", "6"]),
-        [0, 5, 5, -1, 0]
-    );
-    assert_eq!(
-        rate(&mut c, &["big", "5", "10", "COST", "5"]),
+        rate(c, &["big", "5", "10", "COST", "5"]),
         [1, 5, 0, 0, 10_000]
     );
+}
+
+#[test]
+fn rate_replies_and_errors_standalone() {
+    let s = Strata::start();
+    let mut c = s.conn();
+    window_replies(&mut c);
 
     let not_int = "value is not an integer or out of range";
     for (args, want) in [
@@ -240,6 +243,42 @@ fn two_instances_sharing_l2_enforce_one_limit() {
         let i = info(c);
         assert!(i.contains("rate_limiter_mode:l2\r\n"), "{i}");
     }
+}
+
+// Feature: db-cache-optimization, Property 29: Sliding Window Rate Limiting
+/// Through L2 the replies are the standalone ones; a denied call waits for the oldest calls whose
+/// expiry frees enough units, however far past the first one they are; and a key's log expires
+/// no sooner than its newest call leaves the window, and within two windows.
+#[test]
+fn rate_through_l2_replies_as_standalone() {
+    let up = RedisServer::start();
+    let s = tiered(up.port, "");
+    let mut c = s.conn();
+    let started = Instant::now();
+    window_replies(&mut c);
+
+    // Costs 1, 2, 3, 4 some 300 ms apart fill a limit of 10. A cost of 4 then waits for the
+    // third call to leave (1 + 2 + 3 >= 4): 300 ms (not 600 or 900) before the last one does.
+    for cost in ["1", "2", "3", "4"] {
+        assert_eq!(rate(&mut c, &["steps", "10", "10", "COST", cost])[0], 1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let r = rate(&mut c, &["steps", "10", "10", "COST", "4"]);
+    assert_eq!(r[..3], [0, 10, 0], "{r:?}");
+    assert!((299..599).contains(&(r[4] - r[3])), "{r:?}");
+
+    let mut cu = up.conn();
+    let n: i64 = redis::cmd("ZCARD")
+        .arg("strata:rate:{steps}")
+        .query(&mut cu)
+        .unwrap();
+    assert_eq!(n, 4, "one entry per admitted call");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("strata:rate:{k}")
+        .query(&mut cu)
+        .unwrap();
+    let newest_left = 10_000 - started.elapsed().as_millis() as i64;
+    assert!(ttl >= newest_left && ttl <= 20_001, "{ttl} ms");
 }
 
 #[test]

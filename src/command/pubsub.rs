@@ -72,7 +72,7 @@ enum Kind {
 }
 
 fn subscribe_generic(ctx: &mut Ctx<'_>, args: &[Bytes], kind: Kind) -> CmdResult {
-    let Some(sub) = ctx.session.subscriber.clone() else {
+    let Some(sub) = ctx.session.outbox() else {
         return Err(super::error::SCRIPT_DENIED);
     };
     let resp3 = ctx.session.resp3;

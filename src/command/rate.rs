@@ -37,6 +37,7 @@ fn positive(arg: &[u8], what: &str) -> Result<i64, CmdError> {
     Ok(n)
 }
 
+#[inline]
 fn parse_rate(app: &App, args: &[Bytes]) -> Result<RateArgs, CmdError> {
     let mut window = app.rate.default_window();
     let mut cost = 1;
@@ -78,18 +79,11 @@ fn parse_throttle(args: &[Bytes]) -> Result<Cell, CmdError> {
     Cell::new(int(&args[2])?, int(&args[3])?, int(&args[4])?, quantity).map_err(CmdError::new)
 }
 
-fn reply(out: &mut Reply, fields: [i64; 5]) {
-    out.array(5);
-    for n in fields {
-        out.int(n);
-    }
-}
-
 /// RATE on this instance's state.
 pub fn rate(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let a = parse_rate(ctx.app, args)?;
     let v = ctx.app.rate.rate_local(&args[1], a.window, a.cost);
-    reply(ctx.out, v.as_array());
+    ctx.out.ints(&v.as_array());
     Ok(())
 }
 
@@ -97,7 +91,7 @@ pub fn rate(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 pub fn throttle(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let c = parse_throttle(args)?;
     let t = ctx.app.rate.throttle_local(&args[1], &c);
-    reply(ctx.out, t.as_array());
+    ctx.out.ints(&t.as_array());
     Ok(())
 }
 
@@ -124,7 +118,7 @@ pub async fn run_l2(app: &App, out: &mut Reply, idx: usize, args: &[Bytes]) {
         },
     };
     match r {
-        Ok(fields) => reply(out, fields),
+        Ok(fields) => out.ints(&fields),
         Err(e) => {
             app.metrics.commands[idx].failed.inc();
             app.metrics.error_replies.inc();

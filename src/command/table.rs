@@ -363,12 +363,16 @@ pub static COMMANDS: &[Command] = &[
 ];
 
 /// The table flattened for lookup: every command and subcommand has an index (for statistics).
+type Fixed = foldhash::fast::FixedState;
+
 pub struct Registry {
     pub all: Vec<&'static Command>,
     /// Full names as Redis prints them: `get`, `client|list`.
     pub full_names: Vec<String>,
-    by_name: HashMap<&'static str, usize>,
-    subs: HashMap<(usize, &'static str), usize>,
+    /// Keyed by the lower-case name's bytes, with a fast fixed hasher: every request looks its
+    /// command up here (SipHash on `&str` was most of a PING's lookup).
+    by_name: HashMap<&'static [u8], usize, Fixed>,
+    subs: HashMap<(usize, &'static [u8]), usize, Fixed>,
     pub parent: Vec<Option<usize>>,
 }
 
@@ -376,8 +380,8 @@ pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let mut r = Registry {
         all: Vec::new(),
         full_names: Vec::new(),
-        by_name: HashMap::new(),
-        subs: HashMap::new(),
+        by_name: HashMap::default(),
+        subs: HashMap::default(),
         parent: Vec::new(),
     };
     for c in COMMANDS {
@@ -385,27 +389,27 @@ pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         r.all.push(c);
         r.full_names.push(c.name.to_string());
         r.parent.push(None);
-        r.by_name.insert(c.name, i);
+        r.by_name.insert(c.name.as_bytes(), i);
         for s in c.subcommands {
             let j = r.all.len();
             r.all.push(s);
             r.full_names.push(format!("{}|{}", c.name, s.name));
             r.parent.push(Some(i));
-            r.subs.insert((i, s.name), j);
+            r.subs.insert((i, s.name.as_bytes()), j);
         }
     }
     r
 });
 
 /// Lower-cases a command word into a small buffer without allocating.
-fn lower<'b>(word: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b str> {
+fn lower<'b>(word: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b [u8]> {
     if word.len() > buf.len() {
         return None;
     }
     for (d, s) in buf.iter_mut().zip(word) {
         *d = s.to_ascii_lowercase();
     }
-    std::str::from_utf8(&buf[..word.len()]).ok()
+    Some(&buf[..word.len()])
 }
 
 impl Registry {

@@ -596,12 +596,11 @@ async fn blocking(
     let cmd = upstream(args);
     let call = con.query(&cmd);
     tokio::pin!(call);
-    let kill = session.info.kill.notified();
-    tokio::pin!(kill);
+    let info = session.info.clone();
     let r = loop {
         tokio::select! {
             r = &mut call => break Some(r),
-            _ = &mut kill => break None,
+            _ = info.ending(app) => break None,
             n = io.stream.read_buf(io.rbuf) => match n {
                 Ok(0) | Err(_) => break None,
                 Ok(_) => continue,
@@ -664,7 +663,7 @@ async fn subscribe(
         return;
     }
     super::run_local(app, session, out, idx, args);
-    let Some(sub) = session.subscriber.clone() else {
+    let Some(sub) = session.outbox() else {
         return;
     };
     if session.upstream_pubsub.is_none() {

@@ -30,72 +30,108 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 /// The sliding-window script. KEYS: one sorted set per window. ARGV: cost, then per key its
-/// limit and window in milliseconds. Members are `<cumulative cost, zero-padded>:<cost>` scored
-/// by the time in microseconds, so the count in the window is the difference of two cumulative
-/// costs and the entry whose expiry frees enough units is found by binary search. The call is
-/// recorded in every window only if every window admits it. Reply: five integers per key.
-/// Times are whole microseconds, so they are formatted with `%d` (`%.0f` goes through the C
-/// library's floating-point printer), and constant arguments are strings (a Lua number passed to
-/// `redis.call` is formatted with `%.14g` on every call): about 8 % of the script's cost.
+/// limit and window in milliseconds. Members are `<cumulative cost before the call,
+/// zero-padded>:<cost>:<time>`, scored by the time in microseconds: members of one microsecond
+/// sort in the order they were added, and the count in the window is the newest member's
+/// cumulative cost after it minus the first live member's before it. A denied call finds the
+/// entry whose expiry frees enough units by binary search over offsets from the first live one.
+/// The time is in the member so that no score is ever read (Redis 7.0 prints scores with
+/// `%.17g`: `WITHSCORES` costs more than the `ZRANGE` itself).
+///
+/// An admitted call is `TIME`, two `ZRANGE`s and a `ZADD`. Only the first call of each period
+/// of one window (periods aligned on multiples of the window) also drops the entries that left
+/// the window and sets the key to expire at the end of the next period: a key holds at most two
+/// windows of entries and expires one to two windows after the last call it admitted. A log
+/// written by an older Strata (members without a time) is dropped. The call is recorded in
+/// every window only if every window admits it. Reply: the remaining units when the only window
+/// admits the call (a table reply costs Redis 7.0 as much as a `redis.call`), else five integers
+/// per key.
+///
+/// Numbers are formatted as little as possible (a `string.format` costs a third of a
+/// `redis.call`): the score of a call at `TIME` is pasted from `TIME`'s two strings, the cost is
+/// `ARGV[1]` as given, other times are whole microseconds formatted with `%d` (`%.0f` goes
+/// through the C library's floating-point printer), and constant arguments are strings (a Lua
+/// number passed to `redis.call` is formatted with `%.14g` on every call).
 const WINDOW_LUA: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local cost = tonumber(ARGV[1])
-local function parse(m)
-  local c, k = string.match(m, '^(%d+):(%d+)$')
-  return tonumber(c), tonumber(k)
+local n, out, pend, all = #KEYS, {}, {}, true
+local M = '^(%d+):(%d+):(%d+)$'
+local function record(key, score, member, expire, cut)
+  if cut then redis.call('ZREMRANGEBYSCORE', key, '-inf', cut) end
+  redis.call('ZADD', key, score, member)
+  if expire then redis.call('PEXPIREAT', key, expire) end
 end
-local function ceil_ms(us) return math.ceil(us / 1000) end
-local out, pending, all = {}, {}, true
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i])
-  local win = tonumber(ARGV[2 * i + 1]) * 1000
-  local at = now
-  local last = redis.call('ZRANGE', key, '-1', '-1', 'WITHSCORES')
-  if last[1] and tonumber(last[2]) > at then at = tonumber(last[2]) end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', at - win))
-  local used, base, top = 0, 0, 0
-  local first = redis.call('ZRANGE', key, '0', '0')
-  if first[1] then
-    local fc, fk = parse(first[1])
-    base = fc - fk
-    top = parse(last[1])
-    used = top - base
+for i = 1, n do
+  local key, limit, wms = KEYS[i], tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local win = wms * 1000
+  local at, used, top, base, ls, first, live = now, 0, 0, 0, nil, nil, nil
+  local last = redis.call('ZRANGE', key, '-1', '-1')[1]
+  if last then
+    local b, k, s = string.match(last, M)
+    if not s then
+      -- A log in an older layout.
+      redis.call('DEL', key)
+      last = nil
+    else
+      top, ls = b + k, tonumber(s)
+      if ls > at then at = ls end
+      if ls > at - win then
+        -- Something is live: the count starts before the oldest live entry.
+        live = string.format('(%d', at - win)
+        first = redis.call('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', '0', '1')[1]
+        base = tonumber((string.match(first, M)))
+        used = top - base
+      end
+    end
   end
   if cost <= limit and used + cost <= limit then
-    out[#out + 1] = 1
-    out[#out + 1] = limit
-    out[#out + 1] = limit - used - cost
-    out[#out + 1] = 0
-    out[#out + 1] = win / 1000
-    pending[#pending + 1] = {key, at, top + cost, win}
+    local score, expire, cut = nil, false, false
+    if at == now then
+      score = t[1] .. string.sub('00000' .. t[2], -6)
+    else
+      score = string.format('%d', at)
+    end
+    -- The first call of its period trims the log and moves the expiry past the next period.
+    local period = math.floor(at / win)
+    if not last or math.floor(ls / win) < period then
+      expire = string.format('%d', (period + 2) * wms + 1)
+      if last then cut = string.format('%d', at - win) end
+    end
+    local member = string.format('%017d:', top) .. ARGV[1] .. ':' .. score
+    -- Recorded only once every window has admitted the call.
+    if i < n then
+      pend[#pend + 1] = {key, score, member, expire, cut}
+    elseif all then
+      record(key, score, member, expire, cut)
+      for _, p in ipairs(pend) do record(p[1], p[2], p[3], p[4], p[5]) end
+      if n == 1 then return limit - used - cost end
+    end
+    out[5 * i - 4], out[5 * i - 3], out[5 * i - 2] = 1, limit, limit - used - cost
+    out[5 * i - 1], out[5 * i] = 0, wms
   else
     all = false
-    local retry = -1
+    local retry, reset = -1, 0
     if cost <= limit then
-      local need = used + cost - limit
-      local lo, hi = 0, redis.call('ZCARD', key) - 1
-      while lo < hi do
-        local mid = math.floor((lo + hi) / 2)
-        local m = redis.call('ZRANGE', key, mid, mid)
-        if parse(m[1]) - base >= need then hi = mid else lo = mid + 1 end
+      local need, e = used + cost - limit, first
+      local b, k = string.match(first, M)
+      if b + k - base < need then
+        e = last
+        local lo, hi = 1, redis.call('ZCOUNT', key, live, '+inf') - 2
+        while lo <= hi do
+          local mid = math.floor((lo + hi) / 2)
+          local m = redis.call('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', mid, 1)[1]
+          b, k = string.match(m, M)
+          if b + k - base >= need then e, hi = m, mid - 1 else lo = mid + 1 end
+        end
       end
-      local e = redis.call('ZRANGE', key, lo, lo, 'WITHSCORES')
-      retry = ceil_ms(tonumber(e[2]) + win - at)
+      local _, _, s = string.match(e, M)
+      retry = math.ceil((s + win - at) / 1000)
     end
-    local reset = 0
-    if used > 0 then reset = ceil_ms(tonumber(last[2]) + win - at) end
-    out[#out + 1] = 0
-    out[#out + 1] = limit
-    out[#out + 1] = math.max(limit - used, 0)
-    out[#out + 1] = retry
-    out[#out + 1] = reset
-  end
-end
-if all then
-  for _, p in ipairs(pending) do
-    redis.call('ZADD', p[1], string.format('%d', p[2]), string.format('%017d:%d', p[3], cost))
-    redis.call('PEXPIRE', p[1], string.format('%d', p[4] / 1000 + 1))
+    if used > 0 then reset = math.ceil((ls + win - at) / 1000) end
+    out[5 * i - 4], out[5 * i - 3], out[5 * i - 2] = 0, limit, math.max(limit - used, 0)
+    out[5 * i - 1], out[5 * i] = retry, reset
   end
 end
 return out
@@ -444,20 +480,29 @@ impl RateLimiter {
             args.push(w.window_ms as i64);
         }
         let n = self.eval(l2, &WINDOW, &names, &args).await?;
-        if n.len() != 5 * keys.len() {
-            return Err(Remote::Error(
+        match n[..] {
+            // One window admitted the call: the script answered only its remaining units.
+            [remaining] if keys.len() == 1 => Ok(vec![Verdict {
+                allowed: true,
+                limit: args[1],
+                remaining,
+                retry_after_ms: 0,
+                reset_after_ms: args[2],
+            }]),
+            _ if n.len() == 5 * keys.len() => Ok(n
+                .chunks(5)
+                .map(|c| Verdict {
+                    allowed: c[0] != 0,
+                    limit: c[1],
+                    remaining: c[2],
+                    retry_after_ms: c[3],
+                    reset_after_ms: c[4],
+                })
+                .collect()),
+            _ => Err(Remote::Error(
                 self.l2_error("ERR unexpected reply from L2".into()),
-            ));
+            )),
         }
-        Ok(n.chunks(5)
-            .map(|c| Verdict {
-                allowed: c[0] != 0,
-                limit: c[1],
-                remaining: c[2],
-                retry_after_ms: c[3],
-                reset_after_ms: c[4],
-            })
-            .collect())
     }
 
     fn l2_error(&self, e: String) -> String {
@@ -466,7 +511,7 @@ impl RateLimiter {
     }
 
     /// Runs a script on L2 by its SHA (loading it with EVAL when L2 does not have it yet) and
-    /// returns its integer array.
+    /// returns its integer array (an integer reply is an array of one).
     async fn eval(
         &self,
         l2: &Arc<L2>,
@@ -500,6 +545,7 @@ impl RateLimiter {
                     _ => 0,
                 })
                 .collect()),
+            Value::Int(n) => Ok(vec![n]),
             Value::ServerError(e) => Err(Remote::Error(self.l2_error(match e.details() {
                 Some(d) => format!("{} {d}", e.code()),
                 None => e.code().to_string(),

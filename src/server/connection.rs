@@ -11,12 +11,13 @@
 use super::frame::Framer;
 use super::pubsub::Mailbox;
 use super::reply::Reply;
-use super::session::{Block, ClientInfo, Session};
+use super::session::{Block, ClientInfo, Ending, Session};
 use super::tls::Stream;
 use crate::app::App;
 use crate::cache::store::{Watch, WatchFlag};
 use crate::command::{self, pubsub, transactions};
 use bytes::BytesMut;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,17 @@ fn limits(app: &App) -> Limits {
     }
 }
 
+/// The connection's reason to end when it is ended from outside.
+fn stopped<'a>(app: &'a App, info: &'a ClientInfo) -> impl Future<Output = Close> + 'a {
+    let ending = info.ending(app);
+    async move {
+        match ending.await {
+            Ending::Killed => Close::Killed,
+            Ending::Shutdown => Close::Shutdown,
+        }
+    }
+}
+
 async fn flush(
     app: &App,
     stream: &mut Stream,
@@ -79,13 +91,16 @@ async fn flush(
         stream.write_all(&out.buf).await?;
         stream.flush().await
     });
+    // The write first: it almost always completes at once, and then the kill wait is never
+    // registered.
     tokio::select! {
+        biased;
         r = write => match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Close::Io(e)),
             Err(_) => return Err(Close::OutputStall),
         },
-        _ = info.kill.notified() => return Err(Close::Killed),
+        c = stopped(app, info) => return Err(c),
     }
     app.metrics.net_output_bytes.inc_by(out.len() as u64);
     out.buf.clear();
@@ -115,7 +130,6 @@ async fn wait_blocked(
     app.blocked_clients.fetch_add(1, Ordering::Relaxed);
     let ticket = app.block_queues.enter(db, &block.keys, &flag);
     let info = session.info.clone();
-    let mut shutdown = app.shutdown_signal();
     let result = loop {
         // Registered first, tried second: a push between the first attempt and the
         // registration is not missed. Clients that blocked earlier on a key go first.
@@ -138,8 +152,7 @@ async fn wait_blocked(
                 out.null_array();
                 break Ok(());
             }
-            _ = info.kill.notified() => break Err(Close::Killed),
-            _ = shutdown.changed() => break Err(Close::Shutdown),
+            c = stopped(app, &info) => break Err(c),
             r = stream.read_buf(rbuf) => match r {
                 Ok(0) => break Err(Close::Eof),
                 Ok(_) => continue,
@@ -186,7 +199,6 @@ async fn run(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let max_bulk = app.config.read().server.proto_max_bulk_len.0 as usize;
     let mut framer = Framer::new(max_bulk);
-    let mut shutdown = app.shutdown_signal();
     let info = session.info.clone();
     loop {
         let lim = limits(app);
@@ -205,9 +217,8 @@ async fn run(
                 Ok(Err(e)) => return Close::Io(e),
                 Err(c) => return c,
             },
-            _ = info.kill.notified() => return Close::Killed,
-            _ = shutdown.changed() => return Close::Shutdown,
-            Some(msg) = mailbox.rx.recv() => {
+            c = stopped(app, &info) => return c,
+            Some(msg) = mailbox.rx.recv(), if session.listening => {
                 // Published messages for this subscriber: write them (and any queued behind).
                 let mut n = msg.len();
                 out.raw(&msg);

@@ -1,15 +1,16 @@
 //! Request framing: turns the bytes a client sent into commands (argument vectors).
 //!
-//! Multibulk requests (`*N\r\n$len\r\n...`) are decoded with the `redis-protocol` crate
-//! (zero-copy ranges into the read buffer). Two things the crate does not do are done here, with
-//! Redis's exact error texts: enforcing the protocol limits *before* a frame is complete (a
-//! `$600000000` header is refused at once, not after buffering 600 MB), and inline commands
-//! (`PING\r\n`, with Redis's quoting rules), which redis-cli and telnet users send.
+//! Multibulk requests (`*N\r\n$len\r\n...`) are walked here, header by header, with Redis's
+//! exact limits and error texts: the limits hold *before* a frame is complete (a `$600000000`
+//! header is refused at once, not after buffering 600 MB), which a decoding crate does not do.
+//! The walk notes where each argument lies, and the arguments are zero-copy slices of the read
+//! buffer. (The `redis-protocol` crate decoded the complete frames after the walk until the
+//! sixth session; that second parse was a sixth of a PING's instructions. It still decodes
+//! replies, in scripting.) Inline commands (`PING\r\n`, with Redis's quoting rules), which
+//! redis-cli and telnet users send, are parsed here too.
 //! A framing error is fatal for the connection, as in Redis.
 
 use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::decode::decode_range;
-use redis_protocol::resp2::types::RangeFrame;
 
 /// Longest inline request or count line Redis accepts (PROTO_INLINE_MAX_SIZE).
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -17,6 +18,9 @@ pub const INLINE_MAX: usize = 64 * 1024;
 /// Unauthenticated clients may only send small requests (as Redis limits them).
 const UNAUTH_MAX_ARGS: i64 = 10;
 const UNAUTH_MAX_BULK: i64 = 16384;
+
+/// A request with more arguments than this does not leave its range list behind.
+const RANGES_KEPT: usize = 1024;
 
 /// A framing error; the text follows `-ERR Protocol error: ` on the wire.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,10 +31,13 @@ pub struct Framer {
     pub max_bulk: usize,
     /// Bytes the buffer must hold before a multibulk walk can make progress.
     need: usize,
+    /// Where each argument of the request just walked lies in the buffer (reused).
+    ranges: Vec<(usize, usize)>,
 }
 
 enum Walk {
-    Complete,
+    /// A whole request of this many bytes; its arguments' ranges are in `Framer::ranges`.
+    Complete(usize),
     Incomplete(usize),
     /// A multibulk count of zero or less: skip this many bytes.
     Empty(usize),
@@ -39,33 +46,6 @@ enum Walk {
 /// A length line, as Redis's string2ll reads it (no `+`, no leading zeros).
 fn parse_int(line: &[u8]) -> Option<i64> {
     crate::command::args::parse_i64(line)
-}
-
-/// Decimal digits of `n`.
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
-}
-
-/// Whether every length header of a decoded request was written the one way Redis accepts
-/// (plain digits: no sign, no leading zeros, no spaces), judged from where each bulk starts:
-/// `*<count>\r\n` then `$<len>\r\n<data>\r\n` per argument, nothing else in between.
-fn canonical(items: &[RangeFrame]) -> bool {
-    let mut pos = 1 + digits(items.len()) + 2;
-    for item in items {
-        let RangeFrame::BulkString((s, e)) = item else {
-            return false;
-        };
-        if *s != pos + 1 + digits(e - s) + 2 {
-            return false;
-        }
-        pos = e + 2;
-    }
-    true
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
@@ -79,7 +59,11 @@ fn memchr_crlf(hay: &[u8]) -> Option<usize> {
 
 impl Framer {
     pub fn new(max_bulk: usize) -> Framer {
-        Framer { max_bulk, need: 0 }
+        Framer {
+            max_bulk,
+            need: 0,
+            ranges: Vec::new(),
+        }
     }
 
     /// Takes the next complete command off the front of `buf`. `Ok(None)`: need more bytes.
@@ -95,76 +79,34 @@ impl Framer {
         if buf[0] != b'*' {
             return self.inline(buf);
         }
-        // The common case, a complete frame within the limits, is decoded in one pass; anything
-        // else (incomplete, over a limit, malformed) takes the walk, which gives Redis's exact
-        // error or how much more to read.
-        if self.need == 0 {
-            if let Ok(Some((RangeFrame::Array(items), amt))) = decode_range(buf) {
-                if self.within_limits(&items, authenticated) && canonical(&items) {
-                    let frozen = buf.split_to(amt).freeze();
-                    // Sized up front (a collect through filter_map starts at 4 and regrows for
-                    // every request of 5 or more arguments).
-                    let mut args = Vec::with_capacity(items.len());
-                    for i in &items {
-                        if let RangeFrame::BulkString((s, e)) = i {
-                            args.push(frozen.slice(*s..*e));
-                        }
-                    }
-                    return Ok(Some(args));
-                }
-            }
-        }
         match self.walk(buf, authenticated)? {
             Walk::Incomplete(need) => {
                 self.need = need;
-                return Ok(None);
+                Ok(None)
             }
-            Walk::Complete => self.need = 0,
             Walk::Empty(n) => {
                 self.need = 0;
                 let _ = buf.split_to(n);
-                return Ok(Some(Vec::new()));
+                Ok(Some(Vec::new()))
             }
-        }
-        let (frame, amt) = match decode_range(buf) {
-            Ok(Some(x)) => x,
-            Ok(None) => return Ok(None),
-            Err(_) => return Err(ProtocolError("invalid multibulk length".into())),
-        };
-        let frozen = buf.split_to(amt).freeze();
-        match frame {
-            RangeFrame::Array(items) => {
-                let mut args = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        RangeFrame::BulkString((s, e)) => args.push(frozen.slice(s..e)),
-                        _ => return Err(ProtocolError("expected '$', got ':'".into())),
-                    }
+            Walk::Complete(n) => {
+                self.need = 0;
+                let frozen = buf.split_to(n).freeze();
+                let args = self
+                    .ranges
+                    .iter()
+                    .map(|&(s, e)| frozen.slice(s..e))
+                    .collect();
+                if self.ranges.capacity() > RANGES_KEPT {
+                    self.ranges = Vec::new();
                 }
                 Ok(Some(args))
             }
-            _ => Ok(Some(Vec::new())),
         }
     }
 
-    /// Whether a decoded request is one the walk would accept: bulk strings only, at least one,
-    /// each within the bulk limit, and the unauthenticated limits.
-    fn within_limits(&self, items: &[RangeFrame], authenticated: bool) -> bool {
-        let max = if authenticated {
-            self.max_bulk
-        } else {
-            UNAUTH_MAX_BULK as usize
-        };
-        !items.is_empty()
-            && (authenticated || items.len() as i64 <= UNAUTH_MAX_ARGS)
-            && items.iter().all(|i| match i {
-                RangeFrame::BulkString((s, e)) => e - s <= max,
-                _ => false,
-            })
-    }
-
     /// Checks a multibulk request's headers against the limits, as far as the buffer goes.
-    fn walk(&self, buf: &[u8], authenticated: bool) -> Result<Walk, ProtocolError> {
+    fn walk(&mut self, buf: &[u8], authenticated: bool) -> Result<Walk, ProtocolError> {
         let Some(end) = find_crlf(buf, 1) else {
             if buf.len() > INLINE_MAX {
                 return Err(ProtocolError("too big mbulk count string".into()));
@@ -182,7 +124,9 @@ impl Framer {
             return Ok(Walk::Empty(end + 2));
         }
         let mut pos = end + 2;
-        for _ in 0..count.max(0) {
+        self.ranges.clear();
+        self.ranges.reserve((count as usize).min(RANGES_KEPT));
+        for _ in 0..count {
             if pos >= buf.len() {
                 return Ok(Walk::Incomplete(0));
             }
@@ -206,13 +150,15 @@ impl Framer {
             if len < 0 || len > self.max_bulk as i64 {
                 return Err(ProtocolError("invalid bulk length".into()));
             }
-            let next = end + 2 + len as usize + 2;
+            let start = end + 2;
+            let next = start + len as usize + 2;
             if next > buf.len() {
                 return Ok(Walk::Incomplete(next));
             }
+            self.ranges.push((start, start + len as usize));
             pos = next;
         }
-        Ok(Walk::Complete)
+        Ok(Walk::Complete(pos))
     }
 
     fn inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {

@@ -6,13 +6,16 @@
 //! [`ClientInfo`]; everything else is private to the connection's task.
 
 use super::pubsub::Subscriber;
+use crate::app::App;
 use crate::cache::store::WatchFlag;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use std::task::Poll;
 
 /// A blocking command (BLPOP, ...) that found nothing: the keys it waits on and until when.
 pub struct Block {
@@ -26,6 +29,13 @@ pub struct MultiState {
     pub queued: Vec<Vec<Bytes>>,
     /// A queued command was refused (unknown, wrong arity): EXEC answers EXECABORT.
     pub aborted: bool,
+}
+
+/// Why a connection is ended from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Killed,
+    Shutdown,
 }
 
 /// What other connections may see or do to this one.
@@ -45,7 +55,9 @@ pub struct ClientInfo {
     pub resp: AtomicUsize,
     pub multi: AtomicBool,
     pub killed: AtomicBool,
-    pub kill: Notify,
+    /// The connection task's waker while it waits (for a request, on a blocked write, on a
+    /// blocking command): woken when the client is killed or the server shuts down.
+    pub wake: AtomicWaker,
 }
 
 impl ClientInfo {
@@ -64,13 +76,31 @@ impl ClientInfo {
             resp: AtomicUsize::new(2),
             multi: AtomicBool::new(false),
             killed: AtomicBool::new(false),
-            kill: Notify::new(),
+            wake: AtomicWaker::new(),
         }
     }
 
+    /// Marks the client killed and wakes its connection.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.wake.wake();
+    }
+
+    /// Resolves once the connection must end from outside: CLIENT KILL (or a pub/sub backlog
+    /// over its limit) or the server shutting down. Both set a flag and then wake the client's
+    /// waker, so a wait costs one waker registration, not a place in a waiter list taken and
+    /// given back around every read (that was a fifth of a PING's instructions).
+    pub fn ending<'a>(&'a self, app: &'a App) -> impl Future<Output = Ending> + 'a {
+        std::future::poll_fn(move |cx| {
+            self.wake.register(cx.waker());
+            if self.killed.load(Ordering::Acquire) {
+                Poll::Ready(Ending::Killed)
+            } else if app.is_shutting_down() {
+                Poll::Ready(Ending::Shutdown)
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -87,8 +117,12 @@ pub struct Session {
     /// Set by QUIT (and fatal errors): close once the replies are written.
     pub close: bool,
     pub info: Arc<ClientInfo>,
-    /// This connection's pub/sub outbox (None for the sessions scripts run on).
+    /// This connection's pub/sub outbox (None for the sessions scripts run on); handed out by
+    /// [`Session::outbox`].
     pub subscriber: Option<Arc<Subscriber>>,
+    /// The outbox was handed out (to a channel, a pattern, the tracking relay): from then on the
+    /// connection also waits on its mailbox, which until then cannot receive anything.
+    pub listening: bool,
     /// Subscribed channels and patterns, in subscription order.
     pub channels: Vec<Bytes>,
     pub patterns: Vec<Bytes>,
@@ -124,6 +158,7 @@ impl Session {
             close: false,
             info,
             subscriber: None,
+            listening: false,
             channels: Vec::new(),
             patterns: Vec::new(),
             block: None,
@@ -134,6 +169,12 @@ impl Session {
             db_write_lsn: 0,
             query_shapes: Vec::new(),
         }
+    }
+
+    /// This connection's outbox, for a command that registers it to receive messages.
+    pub fn outbox(&mut self) -> Option<Arc<Subscriber>> {
+        self.listening = true;
+        self.subscriber.clone()
     }
 
     /// Channels plus patterns this connection is subscribed to.
