@@ -8,7 +8,7 @@
 //! clients are closed after `timeout` seconds (0 = never). CLIENT KILL and shutdown interrupt
 //! the read.
 
-use super::frame::Framer;
+use super::frame::{recycle, Framer};
 use super::pubsub::Mailbox;
 use super::reply::Reply;
 use super::session::{Block, ClientInfo, Ending, Session};
@@ -199,6 +199,7 @@ async fn run(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let max_bulk = app.config.read().server.proto_max_bulk_len.0 as usize;
     let mut framer = Framer::new(max_bulk);
+    let mut args = Vec::new();
     let info = session.info.clone();
     loop {
         let lim = limits(app);
@@ -245,9 +246,9 @@ async fn run(
         session.now_ms = command::unix_ms();
         info.last_ms.store(session.now_ms, Ordering::Relaxed);
         loop {
-            let args = match framer.next(&mut rbuf, session.authenticated) {
-                Ok(Some(a)) => a,
-                Ok(None) => break,
+            match framer.next_into(&mut rbuf, session.authenticated, &mut args) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     if let Err(c) = flush(app, stream, out, &lim, &info).await {
                         return c;
@@ -275,6 +276,7 @@ async fn run(
                 let _ = flush(app, stream, out, &lim, &info).await;
                 return Close::Quit;
             }
+            recycle(&mut args);
             if out.len() >= FLUSH_AT {
                 if let Err(c) = flush(app, stream, out, &lim, &info).await {
                     return c;

@@ -19,8 +19,19 @@ pub const INLINE_MAX: usize = 64 * 1024;
 const UNAUTH_MAX_ARGS: i64 = 10;
 const UNAUTH_MAX_BULK: i64 = 16384;
 
-/// A request with more arguments than this does not leave its range list behind.
+/// A request with more arguments than this does not leave its range list or argument vector
+/// behind.
 const RANGES_KEPT: usize = 1024;
+
+/// Empties an argument vector [`Framer::next_into`] filled, so that the read buffer's bytes
+/// are released; its allocation is kept only when small.
+pub fn recycle(args: &mut Vec<Bytes>) {
+    if args.capacity() > RANGES_KEPT {
+        *args = Vec::new();
+    } else {
+        args.clear();
+    }
+}
 
 /// A framing error; the text follows `-ERR Protocol error: ` on the wire.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,34 +84,46 @@ impl Framer {
         buf: &mut BytesMut,
         authenticated: bool,
     ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut args = Vec::new();
+        Ok(self
+            .next_into(buf, authenticated, &mut args)?
+            .then_some(args))
+    }
+
+    /// [`Framer::next`] into `args` (emptied first), so that a connection allocates one
+    /// argument vector rather than one per request. `Ok(false)`: need more bytes; `Ok(true)`
+    /// with no arguments: an empty request. Empty `args` with [`recycle`] once it is used.
+    pub fn next_into(
+        &mut self,
+        buf: &mut BytesMut,
+        authenticated: bool,
+        args: &mut Vec<Bytes>,
+    ) -> Result<bool, ProtocolError> {
+        args.clear();
         if buf.is_empty() || buf.len() < self.need {
-            return Ok(None);
+            return Ok(false);
         }
         if buf[0] != b'*' {
-            return self.inline(buf);
+            return Ok(self.inline(buf)?.map(|inline| *args = inline).is_some());
         }
         match self.walk(buf, authenticated)? {
             Walk::Incomplete(need) => {
                 self.need = need;
-                Ok(None)
+                Ok(false)
             }
             Walk::Empty(n) => {
                 self.need = 0;
                 let _ = buf.split_to(n);
-                Ok(Some(Vec::new()))
+                Ok(true)
             }
             Walk::Complete(n) => {
                 self.need = 0;
                 let frozen = buf.split_to(n).freeze();
-                let args = self
-                    .ranges
-                    .iter()
-                    .map(|&(s, e)| frozen.slice(s..e))
-                    .collect();
+                args.extend(self.ranges.iter().map(|&(s, e)| frozen.slice(s..e)));
                 if self.ranges.capacity() > RANGES_KEPT {
                     self.ranges = Vec::new();
                 }
-                Ok(Some(args))
+                Ok(true)
             }
         }
     }
