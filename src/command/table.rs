@@ -362,9 +362,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE | NOQUEUE | LOCAL, NOKEY, S_SRV, "server", "Synchronously saves the database(s) to disk and shuts down the Redis server.", server::shutdown),
 ];
 
-/// The table flattened for lookup: every command and subcommand has an index (for statistics).
 type Fixed = foldhash::fast::FixedState;
 
+/// The table flattened for lookup: every command and subcommand has an index (for statistics).
 pub struct Registry {
     pub all: Vec<&'static Command>,
     /// Full names as Redis prints them: `get`, `client|list`.

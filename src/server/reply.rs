@@ -8,44 +8,6 @@
 
 use std::io::Write;
 
-/// The longest integer line: type byte, sign, 19 digits, CRLF.
-const INT_LINE_MAX: usize = 23;
-
-/// Two-digit groups "00" to "99", for writing digits two at a time.
-const PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
-5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-
-/// Writes `<prefix><n>\r\n` into `out` so that it ends at `end`, and returns where it starts.
-/// Written backwards, the digits need no counting and no copy.
-#[inline(always)]
-fn put_line(out: &mut [u8], end: usize, prefix: u8, n: i64) -> usize {
-    let mut i = end - 2;
-    out[i..end].copy_from_slice(b"\r\n");
-    let mut u = n.unsigned_abs();
-    while u >= 100 {
-        let r = (u % 100) as usize * 2;
-        u /= 100;
-        i -= 2;
-        out[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
-    }
-    if u >= 10 {
-        let r = u as usize * 2;
-        i -= 2;
-        out[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
-    } else {
-        i -= 1;
-        out[i] = b'0' + u as u8;
-    }
-    if n < 0 {
-        i -= 1;
-        out[i] = b'-';
-    }
-    i -= 1;
-    out[i] = prefix;
-    i
-}
-
 /// An output buffer plus the protocol it speaks.
 pub struct Reply {
     pub buf: Vec<u8>,
@@ -69,9 +31,10 @@ impl Reply {
     }
 
     fn line(&mut self, prefix: u8, n: i64) {
-        let mut b = [0; INT_LINE_MAX];
-        let start = put_line(&mut b, INT_LINE_MAX, prefix, n);
-        self.buf.extend_from_slice(&b[start..]);
+        self.buf.push(prefix);
+        let mut b = itoa::Buffer::new();
+        self.buf.extend_from_slice(b.format(n).as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
     }
 
     pub fn ok(&mut self) {
@@ -103,24 +66,11 @@ impl Reply {
         self.line(b':', n);
     }
 
-    /// An array of integers (RATE's and CL.THROTTLE's five), formatted on the stack and
-    /// appended in one copy per few lines rather than three appends per line.
+    /// An array of integers (RATE's and CL.THROTTLE's five).
     pub fn ints(&mut self, ns: &[i64]) {
-        const CHUNK: usize = 7;
-        let mut b = [0; (CHUNK + 1) * INT_LINE_MAX];
-        let lines = |b: &mut [u8], chunk: &[i64]| {
-            chunk
-                .iter()
-                .rev()
-                .fold(b.len(), |end, &n| put_line(b, end, b':', n))
-        };
-        let (head, rest) = ns.split_at(ns.len().min(CHUNK));
-        let start = lines(&mut b, head);
-        let start = put_line(&mut b, start, b'*', ns.len() as i64);
-        self.buf.extend_from_slice(&b[start..]);
-        for chunk in rest.chunks(CHUNK) {
-            let start = lines(&mut b, chunk);
-            self.buf.extend_from_slice(&b[start..]);
+        self.array(ns.len());
+        for &n in ns {
+            self.int(n);
         }
     }
 
