@@ -86,17 +86,22 @@ impl Entry {
 
 /// Writes a result in `format`; `source` is what FORMAT JSON reports.
 pub fn render(result: &QueryResult, format: Format, source: &str) -> Vec<u8> {
+    let mut out = Reply::new(format == Format::Resp3);
+    render_into(&mut out, result, format, || source.to_string());
+    out.buf
+}
+
+/// [`render`] appended to a connection's reply, whose protocol must be `format`'s unless
+/// `format` is JSON (one bulk string in either protocol). `source` is asked only for JSON.
+pub fn render_into(
+    out: &mut Reply,
+    result: &QueryResult,
+    format: Format,
+    source: impl FnOnce() -> String,
+) {
     match format {
-        Format::Json => {
-            let mut out = Reply::new(false);
-            out.bulk(to_json(&result.columns, &result.rows, source).as_bytes());
-            out.buf
-        }
-        f => {
-            let mut out = Reply::new(f == Format::Resp3);
-            write_resp(&mut out, &result.columns, &result.rows);
-            out.buf
-        }
+        Format::Json => out.bulk(to_json(&result.columns, &result.rows, &source()).as_bytes()),
+        _ => write_resp(out, &result.columns, &result.rows),
     }
 }
 
@@ -145,7 +150,8 @@ pub struct QueryCache {
 }
 
 /// What a single-flight leader hands its followers.
-pub type FlightResult = Result<(Arc<QueryResult>, String), crate::db::database::DbError>;
+pub type FlightResult =
+    Result<(Arc<QueryResult>, crate::db::database::Source), crate::db::database::DbError>;
 
 impl QueryCache {
     pub fn new(max_entries: usize, max_bytes: usize) -> QueryCache {
@@ -508,7 +514,7 @@ mod tests {
                 c.single_flight(7, || async {
                     runs.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    Ok((result(1), "primary".to_string()))
+                    Ok((result(1), crate::db::database::Source::Primary))
                 })
                 .await
             }));

@@ -18,7 +18,7 @@ use super::args::parse_i64;
 use super::{CmdResult, Ctx};
 use crate::app::App;
 use crate::cache::l2::Keys;
-use crate::cache::query::{render, Format};
+use crate::cache::query::{render_into, Format};
 use crate::cache::query_l2;
 use crate::db::database::{lsn_or_dash, Database, DbError, ReadOpts, RunAs, Shape, Source};
 use crate::db::pool::{Priority, Role};
@@ -303,7 +303,7 @@ async fn read(
                 generation,
                 super::unix_ms(),
             );
-            out.raw(&render(&result, format, "l2"));
+            render_into(out, &result, format, || "l2".into());
             return Ok(());
         }
     }
@@ -315,16 +315,19 @@ async fn read(
             .await
             .map_err(DbError::Refused)?;
         let rc = db.begin_read(shape.clone(), &read).await?;
+        if !cacheable {
+            // Nothing is stored: no tags to look at.
+            let (result, source, _) = rc.run(opts.args).await?;
+            return Ok((Arc::new(result), source));
+        }
         let mut tags = rc.tags.clone();
         tags.extend(opts.tags.iter().cloned());
         let versions = match l2 {
             Some(l2) if coherent => query_l2::versions(l2, &tags).await,
             _ => None,
         };
-        let storable = cacheable
-            && (explicit_ttl || !rc.volatile)
-            && coherent
-            && (l2.is_none() || versions.is_some());
+        let storable =
+            (explicit_ttl || !rc.volatile) && coherent && (l2.is_none() || versions.is_some());
         let pending = cache
             .pending_lsn(&tags)
             .max(versions.as_ref().map_or(0, |v| v.lsn));
@@ -346,7 +349,7 @@ async fn read(
         } else if storable {
             cache.stats.fills_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((result, source_name(db, source)))
+        Ok((result, source))
     };
     // Single flight for identical misses that started after the same invalidations and ask
     // nothing special of the replica.
@@ -357,7 +360,7 @@ async fn read(
         fetch().await
     };
     let (result, source) = got?;
-    out.raw(&render(&result, format, &source));
+    render_into(out, &result, format, || source_name(db, source));
     Ok(())
 }
 
@@ -407,7 +410,7 @@ async fn write(
     announce(app, &tags, written.lsn, written.flush_all).await;
     session.db_write_lsn = session.db_write_lsn.max(written.lsn);
     match written.rows {
-        Some(rows) => out.raw(&render(&rows, format, "primary")),
+        Some(rows) => render_into(out, &rows, format, || "primary".into()),
         None => out.int(written.affected as i64),
     }
 }

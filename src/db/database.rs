@@ -26,6 +26,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{pin_mut, TryStreamExt};
 use lru::LruCache;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,6 +198,9 @@ pub struct Instance {
         DbLabel,
         prometheus_client::metrics::histogram::Histogram,
     >,
+    /// This instance's series of `latency` as primary and as replica, looked up once (a
+    /// lookup builds the label's two strings and hashes them).
+    latency_as: [std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>; 2],
 }
 
 impl Instance {
@@ -234,10 +238,14 @@ impl Instance {
         if !ok {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency
-            .get_or_create(&DbLabel {
-                instance: self.name.clone(),
-                role: role.into(),
+        self.latency_as[usize::from(role == "replica")]
+            .get_or_init(|| {
+                self.latency
+                    .get_or_create(&DbLabel {
+                        instance: self.name.clone(),
+                        role: role.into(),
+                    })
+                    .clone()
             })
             .observe(took.as_secs_f64());
         self.ewma.observe(took.as_secs_f64() * 1000.0);
@@ -449,6 +457,7 @@ impl Database {
                 cpu: Mutex::new(None),
                 stats: InstanceStats::default(),
                 latency: series.latency.clone(),
+                latency_as: Default::default(),
             }
         };
         Arc::new(Database {
@@ -1084,10 +1093,10 @@ async fn run_statement(
     args: &[Bytes],
     max_bytes: u64,
 ) -> Result<(Option<QueryResult>, u64), DbError> {
-    let name = conn.server().to_string();
-    let pg = |e: tokio_postgres::Error| DbError::from_pg(&name, &e);
-    let params: Vec<TextArg<'_>> = args.iter().map(|a| TextArg(a)).collect();
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let pg = |e: tokio_postgres::Error| DbError::from_pg(conn.server(), &e);
+    let params: SmallVec<[TextArg<'_>; 8]> = args.iter().map(|a| TextArg(a)).collect();
+    let refs: SmallVec<[&(dyn ToSql + Sync); 8]> =
+        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
     let (stmt, stream) =
         conn.query_stream(sql, &refs)
             .await

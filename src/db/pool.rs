@@ -485,6 +485,16 @@ impl<C, W> Ledger<C, W> {
 
     /// A caller wants a connection of `role`: served now, or queued with `token` to wake.
     pub fn acquire(&mut self, role: Role, priority: Priority, token: W) -> Acquire<C> {
+        self.acquire_with(role, priority, || token)
+    }
+
+    /// [`Ledger::acquire`] with the wake-up token made only if the caller has to queue.
+    pub fn acquire_with(
+        &mut self,
+        role: Role,
+        priority: Priority,
+        token: impl FnOnce() -> W,
+    ) -> Acquire<C> {
         // No waiter can be served (the invariant), so serving this caller now jumps no queue.
         if let Some(grant) = self.try_serve(role, priority) {
             return Acquire::Ready(grant);
@@ -498,7 +508,7 @@ impl<C, W> Ledger<C, W> {
             id,
             role,
             priority,
-            token,
+            token: token(),
         });
         self.roles[role.index()].waiting += 1;
         Acquire::Queued(id)
@@ -1075,11 +1085,18 @@ impl ServerPools {
             });
         }
         let start = Instant::now();
-        let notify = Arc::new(Notify::new());
-        let grant = match inner.with(|l| l.acquire(role, priority, notify.clone())) {
-            Acquire::Ready(grant) => grant,
-            Acquire::Queued(id) => self.wait(id, role, &notify, start).await?,
-            Acquire::Full => {
+        // Made only when the caller has to wait (most acquires find a connection at once).
+        let mut notify = None;
+        let acquired = inner.with(|l| {
+            l.acquire_with(role, priority, || {
+                notify.insert(Arc::new(Notify::new())).clone()
+            })
+        });
+        let grant = match (acquired, notify) {
+            (Acquire::Ready(grant), _) => grant,
+            (Acquire::Queued(id), Some(notify)) => self.wait(id, role, &notify, start).await?,
+            (Acquire::Queued(_), None) => unreachable!("a queued caller has its wake-up token"),
+            (Acquire::Full, _) => {
                 let s = self.stats(role);
                 return Err(PoolError::Exhausted {
                     server: inner.name.clone(),

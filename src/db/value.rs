@@ -427,7 +427,8 @@ fn value(ty: &Type, raw: &[u8], depth: usize) -> Result<PgValue, ValueError> {
 }
 
 fn text_form_at(ty: &Type, raw: &[u8], depth: usize) -> Result<String, ValueError> {
-    let mut out = String::new();
+    // Most text forms are about as long as the binary value (text types exactly).
+    let mut out = String::with_capacity(raw.len());
     write_text(&mut out, ty, raw, depth)?;
     Ok(out)
 }

@@ -55,7 +55,6 @@ impl Settings {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
-    second: u64,
     ok: u64,
     failed: u64,
 }
@@ -64,8 +63,13 @@ struct Bucket {
 pub struct Breaker {
     settings: Settings,
     state: State,
-    /// One bucket per second of the window, indexed by `second % window_s`.
+    /// One bucket per second of the window, indexed by `second % window_s`: the buckets hold
+    /// the seconds `head - window_s + 1 ..= head`, and `calls`/`failed` are their sums, so
+    /// recording an outcome costs the same whatever the window's length.
     buckets: Vec<Bucket>,
+    head: u64,
+    calls: u64,
+    failed: u64,
     opened_at: u64,
     trial_in_flight: bool,
     /// How many times it has opened (INFO, metrics).
@@ -76,6 +80,9 @@ impl Breaker {
     pub fn new(settings: Settings) -> Breaker {
         Breaker {
             buckets: vec![Bucket::default(); settings.window_s as usize],
+            head: 0,
+            calls: 0,
+            failed: 0,
             settings,
             state: State::Closed,
             opened_at: 0,
@@ -124,22 +131,23 @@ impl Breaker {
             State::Open => {}
             State::Closed => {
                 let second = now_ms / 1000;
-                let n = self.buckets.len();
-                let b = &mut self.buckets[(second % n as u64) as usize];
-                if b.second != second {
-                    *b = Bucket {
-                        second,
-                        ..Bucket::default()
-                    };
+                self.advance(second);
+                // An outcome timed before the window (a call that took longer than the
+                // window, or a clock step back) no longer counts.
+                if second + self.settings.window_s <= self.head {
+                    return;
                 }
+                let n = self.buckets.len() as u64;
+                let b = &mut self.buckets[(second % n) as usize];
                 if ok {
                     b.ok += 1;
                 } else {
                     b.failed += 1;
+                    self.failed += 1;
                 }
-                let (calls, failed) = self.window(second);
-                if calls >= self.settings.min_calls
-                    && failed as f64 >= self.settings.failure_ratio * calls as f64
+                self.calls += 1;
+                if self.calls >= self.settings.min_calls
+                    && self.failed as f64 >= self.settings.failure_ratio * self.calls as f64
                 {
                     self.open(now_ms);
                 }
@@ -147,13 +155,21 @@ impl Breaker {
         }
     }
 
-    /// Calls and failures recorded in the window ending at `second`.
-    fn window(&self, second: u64) -> (u64, u64) {
-        let w = self.settings.window_s;
-        self.buckets
-            .iter()
-            .filter(|b| b.second + w > second && b.second <= second)
-            .fold((0, 0), |(c, f), b| (c + b.ok + b.failed, f + b.failed))
+    /// Moves the window's end to `second` (if it is newer), emptying the buckets of the
+    /// seconds that left the window.
+    fn advance(&mut self, second: u64) {
+        if second <= self.head {
+            return;
+        }
+        let n = self.buckets.len() as u64;
+        let from = (self.head + 1).max(second.saturating_sub(n - 1));
+        for s in from..=second {
+            let b = &mut self.buckets[(s % n) as usize];
+            self.calls -= b.ok + b.failed;
+            self.failed -= b.failed;
+            *b = Bucket::default();
+        }
+        self.head = second;
     }
 
     fn open(&mut self, now_ms: u64) {
@@ -166,6 +182,8 @@ impl Breaker {
     fn close(&mut self) {
         self.state = State::Closed;
         self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+        self.calls = 0;
+        self.failed = 0;
     }
 }
 
@@ -229,6 +247,35 @@ mod tests {
         }
         b.record(70_100, false);
         assert_eq!(b.state(70_200), State::Closed);
+    }
+
+    #[test]
+    fn an_outcome_older_than_the_window_is_not_counted() {
+        let mut b = Breaker::new(settings());
+        for i in 0..9 {
+            b.record(100_000 + i, true);
+        }
+        // Ten failures timed 70 s before the newest outcome: outside the 60 s window.
+        for i in 0..10 {
+            b.record(30_000 + i, false);
+        }
+        assert_eq!(b.state(100_100), State::Closed);
+        // The same failures timed inside the window open it (10 of 19 calls failed).
+        for i in 0..10 {
+            b.record(99_000 + i, false);
+        }
+        assert_eq!(b.state(100_200), State::Open);
+    }
+
+    #[test]
+    fn a_long_quiet_spell_empties_the_window() {
+        let mut b = Breaker::new(settings());
+        for i in 0..9 {
+            b.record(i, false);
+        }
+        // Years later: nine old failures are gone, one new failure of one call is not enough.
+        b.record(10_000_000_000, false);
+        assert_eq!(b.state(10_000_000_001), State::Closed);
     }
 
     /// A model of the breaker that keeps every outcome (no buckets).
