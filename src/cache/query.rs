@@ -18,7 +18,7 @@ use crate::server::reply::Reply;
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -132,8 +132,33 @@ pub struct Stats {
     pub evicted: AtomicU64,
 }
 
-/// One shard: key → entry, least recently used first out.
-type Shard = Mutex<LruCache<u128, Arc<Entry>>>;
+/// One shard: key → entry, least recently used first out. Keys are already 128-bit hashes, so
+/// the map uses their high 64 bits as they are (the low bits pick the shard).
+type Shard = Mutex<LruCache<u128, Arc<Entry>, std::hash::BuildHasherDefault<KeyBits>>>;
+
+/// The hasher of an already-hashed key: its high 64 bits.
+#[derive(Default)]
+pub struct KeyBits(u64);
+
+impl Hasher for KeyBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for u128 keys (`write_u128`); folds any other input all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n >> 64) as u64;
+    }
+}
+
+/// The seed of the cache key's hash.
+const KEY_SEED: u64 = 0x5747_a7a5;
 
 pub struct QueryCache {
     shards: Box<[Shard]>,
@@ -141,7 +166,6 @@ pub struct QueryCache {
     tags: Mutex<Tags>,
     bytes: AtomicUsize,
     max_bytes: usize,
-    hasher: foldhash::fast::FixedState,
     pub stats: Stats,
     /// Tiered mode: whether this instance currently hears the other instances' writes (results
     /// are stored only then); always true standalone.
@@ -159,30 +183,41 @@ impl QueryCache {
             .unwrap_or(std::num::NonZeroUsize::MIN);
         QueryCache {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, Default::default())))
                 .collect(),
             tags: Mutex::default(),
             bytes: AtomicUsize::new(0),
             max_bytes,
-            hasher: foldhash::fast::FixedState::with_seed(0x5747_a7a5),
             stats: Stats::default(),
             coherent: std::sync::atomic::AtomicBool::new(true),
             flights: Mutex::default(),
         }
     }
 
-    /// The cache key of a query: every part is length-prefixed, so no two different inputs
-    /// share a byte stream.
+    /// The cache key of a query: the 128-bit XXH3 of its parts, each length-prefixed so that
+    /// no two different inputs share a byte stream. Parts are gathered on the stack and hashed
+    /// in one call; longer inputs are streamed (the same hash either way).
     pub fn key<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> u128 {
-        let mut h1 = self.hasher.build_hasher();
-        let mut h2 = foldhash::fast::FixedState::with_seed(0x9e37_79b9).build_hasher();
-        for p in parts {
-            p.len().hash(&mut h1);
-            h1.write(p);
-            p.len().hash(&mut h2);
-            h2.write(p);
+        let mut buf = [0u8; 256];
+        let mut n = 0;
+        let mut parts = parts.into_iter();
+        while let Some(p) = parts.next() {
+            // Bulk strings are at most 512 MB: the length fits in four bytes.
+            let len = (p.len() as u32).to_le_bytes();
+            if n + len.len() + p.len() > buf.len() {
+                let mut h = xxhash_rust::xxh3::Xxh3::with_seed(KEY_SEED);
+                h.update(&buf[..n]);
+                for p in std::iter::once(p).chain(parts) {
+                    h.update(&(p.len() as u32).to_le_bytes());
+                    h.update(p);
+                }
+                return h.digest128();
+            }
+            buf[n..n + 4].copy_from_slice(&len);
+            buf[n + 4..n + 4 + p.len()].copy_from_slice(p);
+            n += 4 + p.len();
         }
-        (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
+        xxhash_rust::xxh3::xxh3_128_with_seed(&buf[..n], KEY_SEED)
     }
 
     fn shard(&self, key: u128) -> &Shard {
@@ -416,6 +451,32 @@ mod tests {
 
     fn tags(t: &[&str]) -> Vec<String> {
         t.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The key is XXH3-128 over the length-prefixed parts, whether they fit the stack buffer
+    /// or are streamed, and parts never run into each other.
+    #[test]
+    fn the_key_is_one_hash_of_the_length_prefixed_parts() {
+        let c = QueryCache::new(10, 1 << 20);
+        let framed = |parts: &[&[u8]]| {
+            let mut b = Vec::new();
+            for p in parts {
+                b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                b.extend_from_slice(p);
+            }
+            xxhash_rust::xxh3::xxh3_128_with_seed(&b, KEY_SEED)
+        };
+        let long = vec![b'x'; 300];
+        for parts in [
+            vec![&b"SELECT 1"[..], b"role:", b"", b"42"],
+            vec![&long[..], b"a"],
+            vec![&b"abc"[..], &long[..200], &long[..100]],
+            vec![],
+        ] {
+            assert_eq!(c.key(parts.iter().copied()), framed(&parts));
+        }
+        assert_ne!(c.key([&b"ab"[..], b"c"]), c.key([&b"a"[..], b"bc"]));
+        assert_ne!(c.key([&b"a"[..]]), c.key([&b"a"[..], b""]));
     }
 
     #[test]
