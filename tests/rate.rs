@@ -1,10 +1,13 @@
 //! RATE and CL.THROTTLE from the outside, through the `redis` crate against the real binary:
 //! replies and errors standalone; RATE's replies and its log through a real redis-server as L2;
-//! two Strata instances sharing one L2 enforcing one limit together; and the local fallback (and
-//! what INFO says) when L2 dies and comes back.
+//! concurrent calls batched into one script each exact, in order, and failing alone; two Strata
+//! instances sharing one L2 enforcing one limit together; and the local fallback (and what INFO
+//! says) when L2 dies and comes back.
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use support::{wait_until, RedisServer, Strata};
 
@@ -29,6 +32,31 @@ fn error(c: &mut redis::Connection, cmd: &str, args: &[&str]) -> String {
 
 fn info(c: &mut redis::Connection) -> String {
     redis::cmd("INFO").arg("ratelimit").query(c).expect("INFO")
+}
+
+/// A `name:value` field of an INFO text, as a number.
+fn info_field(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number in {text}"))
+}
+
+/// The scripts an upstream ran since its stats were reset (EVALSHA and EVAL, NOSCRIPT included).
+fn scripts_run(up: &mut redis::Connection) -> i64 {
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(up).unwrap();
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|p| stats.lines().find_map(|l| l.strip_prefix(p)))
+        .map(|l| {
+            l.split(',')
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn tiered(upstream_port: u16, extra: &str) -> Strata {
@@ -386,4 +414,233 @@ fn query_limits_hold_across_instances_sharing_l2() {
         .query(&mut cu)
         .unwrap();
     assert_eq!(global, 5);
+}
+
+// Feature: db-cache-optimization, Property 29: Sliding Window Rate Limiting
+/// Many connections pipelining RATE at once through one tiered Strata: the calls reach L2 in
+/// batches (fewer scripts than calls), and every key still admits exactly its limit, each
+/// admitted call seeing a distinct remaining count (as if the calls had run one by one); the
+/// calls on a key holding a string fail with WRONGTYPE, alone, while the calls around them in
+/// the same moment succeed.
+#[test]
+fn concurrent_rate_calls_through_l2_are_exact_and_fail_alone() {
+    const LIMITS: [i64; 4] = [7, 11, 13, 17];
+    const CONNS: usize = 20;
+    const PER_CONN: usize = 24;
+    let up = RedisServer::start();
+    let s = tiered(up.port, "");
+    let mut cu = up.conn();
+    let _: () = redis::cmd("SET")
+        .arg("strata:rate:{str}")
+        .arg("x")
+        .query(&mut cu)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut cu)
+        .unwrap();
+
+    let start = Arc::new(Barrier::new(CONNS));
+    let port = s.port;
+    let threads: Vec<_> = (0..CONNS)
+        .map(|t| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                let mut keys = Vec::new();
+                for i in 0..PER_CONN {
+                    if i == PER_CONN / 2 {
+                        pipe.cmd("RATE").arg("str").arg(5).arg(60);
+                        keys.push(None);
+                    }
+                    let k = (t + i) % LIMITS.len();
+                    pipe.cmd("RATE").arg(format!("k{k}")).arg(LIMITS[k]).arg(60);
+                    keys.push(Some(k));
+                }
+                start.wait();
+                let replies: Vec<redis::Value> = pipe.query(&mut c).expect("pipeline");
+                keys.into_iter().zip(replies).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut by_key: HashMap<usize, Vec<Vec<i64>>> = HashMap::new();
+    let mut errors = 0;
+    for t in threads {
+        for (key, reply) in t.join().unwrap() {
+            match (key, reply) {
+                (Some(k), redis::Value::Array(items)) => {
+                    let r: Vec<i64> = items
+                        .iter()
+                        .map(|v| match v {
+                            redis::Value::Int(n) => *n,
+                            v => panic!("k{k}: {v:?}"),
+                        })
+                        .collect();
+                    by_key.entry(k).or_default().push(r);
+                }
+                (None, redis::Value::ServerError(e)) => {
+                    let e = format!("{} {}", e.code(), e.details().unwrap_or(""));
+                    assert!(e.starts_with("WRONGTYPE "), "{e}");
+                    errors += 1;
+                }
+                (k, v) => panic!("{k:?}: {v:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        errors, CONNS,
+        "every call on the string key fails, and only those"
+    );
+    for (k, &limit) in LIMITS.iter().enumerate() {
+        let replies = &by_key[&k];
+        assert_eq!(replies.len(), CONNS * PER_CONN / LIMITS.len());
+        let mut remaining: Vec<i64> = Vec::new();
+        for r in replies {
+            assert_eq!(r.len(), 5, "k{k}: {r:?}");
+            assert_eq!(r[1], limit, "k{k}: {r:?}");
+            if r[0] == 1 {
+                assert_eq!((r[3], r[4]), (0, 60_000), "k{k}: {r:?}");
+                remaining.push(r[2]);
+            } else {
+                assert_eq!(r[2], 0, "k{k}: {r:?}");
+                assert!((1..=60_000).contains(&r[3]), "k{k}: {r:?}");
+                assert!((1..=60_000).contains(&r[4]), "k{k}: {r:?}");
+            }
+        }
+        // Exactly the limit admitted, each with its own place in the order.
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..limit).collect::<Vec<_>>(), "k{k}");
+        let n: i64 = redis::cmd("ZCARD")
+            .arg(format!("strata:rate:{{k{k}}}"))
+            .query(&mut cu)
+            .unwrap();
+        assert_eq!(n, limit, "k{k}: one entry per admitted call");
+    }
+    let calls = (CONNS * (PER_CONN + 1)) as i64;
+    let scripts = scripts_run(&mut cu);
+    assert!(
+        scripts < calls,
+        "{scripts} scripts for {calls} calls: not batched"
+    );
+    let i = info(&mut s.conn());
+    assert_eq!(info_field(&i, "rate_allowed"), LIMITS.iter().sum::<i64>());
+    assert_eq!(
+        info_field(&i, "rate_denied"),
+        calls - CONNS as i64 - LIMITS.iter().sum::<i64>()
+    );
+    assert_eq!(info_field(&i, "rate_l2_errors"), CONNS as i64);
+    assert_eq!(info_field(&i, "rate_l2_fallbacks"), 0);
+    assert!(i.contains("rate_limiter_mode:l2\r\n"), "{i}");
+}
+
+/// Calls made at once go to L2 as one script (the limiter of a Strata driven directly, in
+/// one runtime, so that they are all waiting when the batch is made): they are applied in the
+/// order they were made, exactly as a model applying them one by one says — a key twice counts
+/// twice, a refused call counts nothing, a cost over the limit can never pass — and a call on
+/// a key holding a string fails alone, with Redis's WRONGTYPE error.
+#[test]
+fn one_batch_applies_its_calls_in_order_and_fails_only_the_wrong_one() {
+    use strata::guard::rate::Window;
+    let up = RedisServer::start();
+    let mut cu = up.conn();
+    let _: () = redis::cmd("SET")
+        .arg("strata:rate:{str}")
+        .arg("x")
+        .query(&mut cu)
+        .unwrap();
+    // (key, limit, cost): three keys, costs 1 to 4 (4 is over c's limit), two calls on str.
+    let limits = [("a", 5u64), ("b", 8), ("c", 3)];
+    let mut seed = 7u64;
+    let mut calls: Vec<(&str, u64, u64)> = (0..60)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (key, limit) = limits[(seed >> 33) as usize % limits.len()];
+            (key, limit, 1 + (seed >> 40) % 4)
+        })
+        .collect();
+    calls.insert(9, ("str", 5, 1));
+    calls.insert(40, ("str", 5, 1));
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut cu)
+        .unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let got = rt.block_on(async {
+        let mut cfg = strata::config::Config::default();
+        cfg.l2.url = up.url();
+        let app = strata::app::App::new(cfg, None);
+        let l2 = app.l2.clone().expect("tiered");
+        l2.start();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !l2.is_up() {
+            assert!(Instant::now() < deadline, "L2 never came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rate = &app.rate;
+        futures_util::future::join_all(calls.iter().map(|&(key, limit, cost)| {
+            let w = Window {
+                limit,
+                window_ms: 60_000,
+            };
+            rate.rate(key.as_bytes(), w, cost)
+        }))
+        .await
+    });
+    // At most EVALSHA answered NOSCRIPT and EVAL: one batch.
+    let scripts = scripts_run(&mut cu);
+    assert!(
+        scripts <= 2,
+        "{scripts} scripts for {} calls: not one batch",
+        calls.len()
+    );
+
+    let mut used: HashMap<&str, u64> = HashMap::new();
+    let mut admitted: HashMap<&str, i64> = HashMap::new();
+    for (i, (&(key, limit, cost), got)) in calls.iter().zip(&got).enumerate() {
+        if key == "str" {
+            let e = got.as_ref().expect_err("a string key");
+            assert!(e.starts_with("WRONGTYPE "), "call {i}: {e}");
+            continue;
+        }
+        let v = got.as_ref().unwrap_or_else(|e| panic!("call {i}: {e}"));
+        let u = used.entry(key).or_default();
+        let allowed = *u + cost <= limit;
+        assert_eq!(v.allowed, allowed, "call {i} {key} cost {cost}: {v:?}");
+        assert_eq!(v.limit, limit as i64, "call {i}: {v:?}");
+        if allowed {
+            *u += cost;
+            *admitted.entry(key).or_default() += 1;
+            assert_eq!(v.remaining, (limit - *u) as i64, "call {i}: {v:?}");
+            assert_eq!(
+                (v.retry_after_ms, v.reset_after_ms),
+                (0, 60_000),
+                "call {i}"
+            );
+        } else {
+            assert_eq!(v.remaining, (limit - *u) as i64, "call {i}: {v:?}");
+            if cost > limit {
+                assert_eq!(v.retry_after_ms, -1, "call {i}: {v:?}");
+            } else {
+                assert!((1..=60_000).contains(&v.retry_after_ms), "call {i}: {v:?}");
+            }
+        }
+    }
+    for (key, _) in limits {
+        let n: i64 = redis::cmd("ZCARD")
+            .arg(format!("strata:rate:{{{key}}}"))
+            .query(&mut cu)
+            .unwrap();
+        assert_eq!(n, admitted[key], "{key}: one entry per admitted call");
+    }
 }

@@ -211,6 +211,76 @@ fn two_instances_in_front_of_a_cluster() {
     assert!(wait_until(Duration::from_secs(2), || get(&mut ca, "key:5").is_none()));
 }
 
+// Feature: db-cache-optimization, Property 28: Distributed Rate Limiting
+/// RATE through a Cluster: each call is one script on the node of its key (calls on different
+/// keys are not batched there, their keys being in different slots); concurrent calls on keys
+/// spread over the nodes admit exactly each limit, and a key holding a string fails alone.
+#[test]
+fn rate_through_a_cluster_counts_each_key_on_its_node() {
+    let cluster = RedisCluster::start(3);
+    let s = tiered(&cluster);
+    let mut cu = cluster.conn();
+    let _: () = cu.set("strata:rate:{str}", "x").unwrap();
+    let mut c = s.conn();
+    let r: Vec<i64> = redis::cmd("RATE")
+        .arg("solo")
+        .arg(3)
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, [1, 3, 2, 0, 10_000]);
+    let e = redis::cmd("RATE")
+        .arg("str")
+        .arg(3)
+        .arg(10)
+        .query::<Vec<i64>>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+
+    // Keys on every node, 8 clients at once, each key over its limit of 5.
+    let port = s.port;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                (0..30)
+                    .map(|i| {
+                        let k = (t + i) % 10;
+                        let r: Vec<i64> = redis::cmd("RATE")
+                            .arg(format!("key:{k}"))
+                            .arg(5)
+                            .arg(60)
+                            .query(&mut c)
+                            .expect("RATE");
+                        (k, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut remaining = vec![Vec::new(); 10];
+    for t in threads {
+        for (k, r) in t.join().unwrap() {
+            assert_eq!(r[1], 5, "{r:?}");
+            if r[0] == 1 {
+                remaining[k].push(r[2]);
+            }
+        }
+    }
+    for (k, mut left) in remaining.into_iter().enumerate() {
+        left.sort_unstable();
+        assert_eq!(left, [0, 1, 2, 3, 4], "key:{k}");
+        let n: i64 = redis::cmd("ZCARD")
+            .arg(format!("strata:rate:{{key:{k}}}"))
+            .query(&mut cu)
+            .unwrap();
+        assert_eq!(n, 5, "key:{k}");
+    }
+}
+
 // Feature: db-cache-optimization, Property 45: Cache Fail-Open (Cluster upstream)
 #[test]
 fn a_dead_cluster_fails_open_and_its_return_serves_nothing_stale() {

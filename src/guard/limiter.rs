@@ -2,13 +2,21 @@
 //! lives, and what happens when that place is unavailable.
 //!
 //! Standalone, the state is this process's [`LocalLimiter`]. With `[l2]` configured it lives in
-//! Valkey, so every Strata instance counts against the same limits: each call is one atomic Lua
-//! script (a sorted-set log per sliding window, a TAT string per GCRA key) that reads the time
-//! with `TIME` on the Valkey server, so instances whose clocks disagree still agree on the
-//! window. Redis 7 and Valkey replicate scripts by effects, which is what makes `TIME` before a
-//! write allowed. Keys: `strata:rate:{<key>}` (RATE), `strata:cell:{<key>}` (CL.THROTTLE),
-//! `strata:qrate:{query}:user:<id>` and `strata:qrate:{query}:global` (QUERY limits; one hash
-//! tag, so both are checked by one script on one Cluster node).
+//! Valkey, so every Strata instance counts against the same limits: each call is applied by an
+//! atomic Lua script (a sorted-set log per sliding window, a TAT string per GCRA key) that reads
+//! the time with `TIME` on the Valkey server, so instances whose clocks disagree still agree on
+//! the window. Redis 7 and Valkey replicate scripts by effects, which is what makes `TIME`
+//! before a write allowed. Keys: `strata:rate:{<key>}` (RATE), `strata:cell:{<key>}`
+//! (CL.THROTTLE), `strata:qrate:{query}:user:<id>` and `strata:qrate:{query}:global` (QUERY
+//! limits; one hash tag, so both are checked by one script on one Cluster node).
+//!
+//! Sliding-window calls (RATE, the QUERY limits) on a standalone upstream are batched: the calls
+//! made while earlier ones are on their way to L2 go together as one script, which applies them
+//! one after the other exactly as separate scripts would, and answers each on its own (an error
+//! fails only its call). Nothing waits for a batch to fill: a call made alone goes alone. What a
+//! batch saves is the fixed cost of a script (`EVALSHA`, `TIME`, the round trip), most of a
+//! call's cost on Redis 7.0. On a Cluster each call is its own script, as calls on different
+//! keys live in different slots. CL.THROTTLE is one script per call.
 //!
 //! When L2 is unavailable (down, breaker open, timing out) a call never waits for it: the local
 //! limiter answers instead — each instance then enforces the limits on its own — and INFO's
@@ -24,114 +32,188 @@ use super::rate::{Cell, LocalLimiter, Space, Throttle, Verdict, Window};
 use crate::cache::glob::glob_match;
 use crate::cache::l2::{Keys, L2Error, L2};
 use crate::config::{RateConfig, RatePolicy};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
+use smallvec::SmallVec;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
+use tokio::sync::{mpsc, oneshot};
 
-/// The sliding-window script. KEYS: one sorted set per window. ARGV: cost, then per key its
-/// limit and window in milliseconds. Members are `<cumulative cost before the call,
-/// zero-padded>:<cost>:<time>`, scored by the time in microseconds: members of one microsecond
-/// sort in the order they were added, and the count in the window is the newest member's
-/// cumulative cost after it minus the first live member's before it. A denied call finds the
-/// entry whose expiry frees enough units by binary search over offsets from the first live one.
-/// The time is in the member so that no score is ever read (Redis 7.0 prints scores with
-/// `%.17g`: `WITHSCORES` costs more than the `ZRANGE` itself).
+/// The sliding-window script: a batch of calls, applied in order, each exactly as if it were
+/// alone (a later call sees what an earlier one recorded: one key twice counts twice). KEYS:
+/// every call's sorted sets, call after call. ARGV: the number `m` of policy arguments, the
+/// batch's distinct policies (per policy its number of windows `n`, its cost, then per window
+/// its limit and window in milliseconds), then per call where its policy starts in ARGV. (A
+/// batch of RATE calls with one policy is two arguments a call: less for Strata to write, for
+/// Redis to read and for the script to convert.) Reply, flat, call after call: `-1 - remaining`
+/// when the call's only window admits it (the common case: one integer), `5n` and five
+/// integers per window otherwise, or the error text (a string) when the call failed (say
+/// `WRONGTYPE`, the key holding something else): the calls run under one `pcall` that the
+/// script resumes after a failed call, so one call's error fails only that call. A table per
+/// call would cost Redis 7.0 more to convert than the flat array.
 ///
-/// An admitted call is `TIME`, two `ZRANGE`s and a `ZADD`. Only the first call of each period
-/// of one window (periods aligned on multiples of the window) also drops the entries that left
-/// the window and sets the key to expire at the end of the next period: a key holds at most two
-/// windows of entries and expires one to two windows after the last call it admitted. A log
-/// written by an older Strata (members without a time) is dropped. The call is recorded in
-/// every window only if every window admits it. Reply: the remaining units when the only window
-/// admits the call (a table reply costs Redis 7.0 as much as a `redis.call`), else five integers
-/// per key.
+/// Members are `<cumulative cost before the call, zero-padded>:<cost>:<time>`, scored by the
+/// time in microseconds: members of one microsecond sort in the order they were added (the
+/// cumulative cost only grows, and it is zero-padded), which is what lets every call of a
+/// batch share one `TIME`; the count in the window is the newest member's cumulative cost
+/// after it minus the first live member's before it. A denied call finds the entry whose
+/// expiry frees enough units by binary search over offsets from the first live one. The time
+/// is in the member so that no score is ever read (Redis 7.0 prints scores with `%.17g`:
+/// `WITHSCORES` costs more than the `ZRANGE` itself).
 ///
-/// Numbers are formatted as little as possible (a `string.format` costs a third of a
-/// `redis.call`): the score of a call at `TIME` is pasted from `TIME`'s two strings, the cost is
-/// `ARGV[1]` as given, other times are whole microseconds formatted with `%d` (`%.0f` goes
-/// through the C library's floating-point printer), and constant arguments are strings (a Lua
-/// number passed to `redis.call` is formatted with `%.14g` on every call).
+/// The batch is one `TIME`; an admitted call is two `ZRANGE`s and a `ZADD`. Only the first
+/// call of each period of one window (periods aligned on multiples of the window) also drops
+/// the entries that left the window and sets the key to expire at the end of the next period:
+/// a key holds at most two windows of entries and expires one to two windows after the last
+/// call it admitted. A log written by an older Strata (members without a time) is dropped. A
+/// call is recorded in every window only if every window admits it.
+///
+/// Strings and numbers are converted as little as possible (a `string.format` costs a third of
+/// a `redis.call`, `tonumber` of a string twice what `s + 0` does): the score of a call at
+/// `TIME` is pasted from `TIME`'s two strings, the strings that depend only on `TIME` and a
+/// window (the live bound, the trimming cut, the expiry) are made once per policy and batch,
+/// the cost is passed on as given, the first live member's count is read up to its first colon
+/// without a pattern, other times are whole microseconds formatted with `%d` (`%.0f`
+/// goes through the C library's floating-point printer), and constant arguments are strings
+/// (a Lua number passed to `redis.call` is formatted with `%.14g` on every call).
 const WINDOW_LUA: &str = r#"
-local t = redis.call('TIME')
+local rcall, match, format, sub, find = redis.call, string.match, string.format, string.sub, string.find
+local floor = math.floor
+local argv, keys = ARGV, KEYS
+local t = rcall('TIME')
 local now = t[1] * 1000000 + t[2]
-local cost = tonumber(ARGV[1])
-local n, out, pend, all = #KEYS, {}, {}, true
+local stamp = t[1] .. sub('00000' .. t[2], -6)
 local M = '^(%d+):(%d+):(%d+)$'
-local function record(key, score, member, expire, cut)
-  if cut then redis.call('ZREMRANGEBYSCORE', key, '-inf', cut) end
-  redis.call('ZADD', key, score, member)
-  if expire then redis.call('PEXPIREAT', key, expire) end
-end
-for i = 1, n do
-  local key, limit, wms = KEYS[i], tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local win = wms * 1000
-  local at, used, top, base, ls, first, live = now, 0, 0, 0, nil, nil, nil
-  local last = redis.call('ZRANGE', key, '-1', '-1')[1]
-  if last then
-    local b, k, s = string.match(last, M)
-    if not s then
-      -- A log in an older layout.
-      redis.call('DEL', key)
-      last = nil
-    else
-      top, ls = b + k, tonumber(s)
-      if ls > at then at = ls end
-      if ls > at - win then
-        -- Something is live: the count starts before the oldest live entry.
-        live = string.format('(%d', at - win)
-        first = redis.call('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', '0', '1')[1]
-        base = tonumber((string.match(first, M)))
-        used = top - base
-      end
-    end
+-- The batch's policies by their place in ARGV, read once: {n, cost as given, cost, windows...};
+-- a window is {limit, ms, µs, and at TIME: live bound, cut, period start, expiry}.
+local policies = setmetatable({}, {__index = function(ps, at)
+  local i = at + 0
+  local n = argv[i] + 0
+  local p = {n, argv[i + 1], argv[i + 1] + 0}
+  for w = 1, n do
+    local limit, wms = argv[i + 2 * w] + 0, argv[i + 2 * w + 1] + 0
+    local win = wms * 1000
+    local cut = format('%d', now - win)
+    local period = floor(now / win)
+    p[3 + w] = {limit, wms, win, '(' .. cut, cut, period * win, format('%d', (period + 2) * wms + 1)}
   end
-  if cost <= limit and used + cost <= limit then
-    local score, expire, cut = nil, false, false
-    if at == now then
-      score = t[1] .. string.sub('00000' .. t[2], -6)
-    else
-      score = string.format('%d', at)
-    end
-    -- The first call of its period trims the log and moves the expiry past the next period.
-    local period = math.floor(at / win)
-    if not last or math.floor(ls / win) < period then
-      expire = string.format('%d', (period + 2) * wms + 1)
-      if last then cut = string.format('%d', at - win) end
-    end
-    local member = string.format('%017d:', top) .. ARGV[1] .. ':' .. score
-    -- Recorded only once every window has admitted the call.
-    if i < n then
-      pend[#pend + 1] = {key, score, member, expire, cut}
-    elseif all then
-      record(key, score, member, expire, cut)
-      for _, p in ipairs(pend) do record(p[1], p[2], p[3], p[4], p[5]) end
-      if n == 1 then return limit - used - cost end
-    end
-    out[5 * i - 4], out[5 * i - 3], out[5 * i - 2] = 1, limit, limit - used - cost
-    out[5 * i - 1], out[5 * i] = 0, wms
-  else
-    all = false
-    local retry, reset = -1, 0
-    if cost <= limit then
-      local need, e = used + cost - limit, first
-      local b, k = string.match(first, M)
-      if b + k - base < need then
-        e = last
-        local lo, hi = 1, redis.call('ZCOUNT', key, live, '+inf') - 2
-        while lo <= hi do
-          local mid = math.floor((lo + hi) / 2)
-          local m = redis.call('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', mid, 1)[1]
-          b, k = string.match(m, M)
-          if b + k - base >= need then e, hi = m, mid - 1 else lo = mid + 1 end
+  ps[at] = p
+  return p
+end})
+local out, o = {}, 0
+local function record(key, score, member, expire, cut)
+  if cut then rcall('ZREMRANGEBYSCORE', key, '-inf', cut) end
+  rcall('ZADD', key, score, member)
+  if expire then rcall('PEXPIREAT', key, expire) end
+end
+-- One call of policy p on keys[k + 1] on.
+local function call(p, k)
+  local n, c, cost = p[1], p[2], p[3]
+  local pend, res, all = nil, nil, true
+  for i = 1, n do
+    local w, key = p[3 + i], keys[k + i]
+    local limit, win = w[1], w[3]
+    local at, used, top, base, ls, first, live = now, 0, 0, 0, nil, nil, nil
+    local last = rcall('ZRANGE', key, '-1', '-1')[1]
+    if last then
+      local b, q, s = match(last, M)
+      if not s then
+        -- A log in an older layout.
+        rcall('DEL', key)
+        last = nil
+      else
+        top, ls = b + q, s + 0
+        if ls > now then at = ls end
+        if ls > at - win then
+          -- Something is live: the count starts before the oldest live entry.
+          if at == now then live = w[4] else live = format('(%d', at - win) end
+          first = rcall('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', '0', '1')[1]
+          base = sub(first, 1, find(first, ':', 18, true) - 1) + 0
+          used = top - base
         end
       end
-      local _, _, s = string.match(e, M)
-      retry = math.ceil((s + win - at) / 1000)
     end
-    if used > 0 then reset = math.ceil((ls + win - at) / 1000) end
-    out[5 * i - 4], out[5 * i - 3], out[5 * i - 2] = 0, limit, math.max(limit - used, 0)
-    out[5 * i - 1], out[5 * i] = retry, reset
+    if cost <= limit and used + cost <= limit then
+      local score, expire, cut = stamp, false, false
+      if at ~= now then
+        -- The newest entry is later than TIME (the clock went back): count at its time (its
+        -- period, so nothing to trim).
+        score = format('%d', at)
+      elseif not last or ls < w[6] then
+        -- The first call of its period trims the log and moves the expiry past the next period.
+        expire = w[7]
+        if last then cut = w[5] end
+      end
+      local member
+      if top == 0 then
+        member = '00000000000000000:' .. c .. ':' .. score
+      else
+        member = format('%017d:', top) .. c .. ':' .. score
+      end
+      -- Recorded only once every window has admitted the call.
+      if n == 1 then
+        if cut then rcall('ZREMRANGEBYSCORE', key, '-inf', cut) end
+        rcall('ZADD', key, score, member)
+        if expire then rcall('PEXPIREAT', key, expire) end
+        o = o + 1
+        out[o] = used + cost - limit - 1
+        return
+      elseif i < n then
+        pend = pend or {}
+        pend[#pend + 1] = {key, score, member, expire, cut}
+      elseif all then
+        record(key, score, member, expire, cut)
+        for _, r in ipairs(pend) do record(r[1], r[2], r[3], r[4], r[5]) end
+      end
+      res = res or {}
+      res[5 * i - 4], res[5 * i - 3], res[5 * i - 2] = 1, limit, limit - used - cost
+      res[5 * i - 1], res[5 * i] = 0, w[2]
+    else
+      all = false
+      local retry, reset = -1, 0
+      if cost <= limit then
+        local need, f = used + cost - limit, first
+        local b, q = match(first, M)
+        if b + q - base < need then
+          f = last
+          local lo, hi = 1, rcall('ZCOUNT', key, live, '+inf') - 2
+          while lo <= hi do
+            local mid = floor((lo + hi) / 2)
+            local m = rcall('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', mid, 1)[1]
+            b, q = match(m, M)
+            if b + q - base >= need then f, hi = m, mid - 1 else lo = mid + 1 end
+          end
+        end
+        local _, _, s = match(f, M)
+        retry = math.ceil((s + win - at) / 1000)
+      end
+      if used > 0 then reset = math.ceil((ls + win - at) / 1000) end
+      res = res or {}
+      res[5 * i - 4], res[5 * i - 3], res[5 * i - 2] = 0, limit, math.max(limit - used, 0)
+      res[5 * i - 1], res[5 * i] = retry, reset
+    end
+  end
+  out[o + 1] = 5 * n
+  for j = 1, 5 * n do out[o + 1 + j] = res[j] end
+  o = o + 1 + 5 * n
+end
+-- The calls from the one at (k, j) on; a call that fails leaves (k, j) on itself.
+local k, j, na = 0, argv[1] + 2, #argv
+local function calls()
+  while j <= na do
+    local p = policies[argv[j]]
+    call(p, k)
+    k, j = k + p[1], j + 1
+  end
+end
+while j <= na do
+  local ok, err = pcall(calls)
+  if not ok then
+    if type(err) == 'table' then err = err.err end
+    o = o + 1
+    out[o] = tostring(err)
+    k, j = k + policies[argv[j]][1], j + 1
   end
 end
 return out
@@ -196,6 +278,291 @@ impl Script {
 static WINDOW: LazyLock<Script> = LazyLock::new(|| Script::new(WINDOW_LUA));
 static CELL: LazyLock<Script> = LazyLock::new(|| Script::new(CELL_LUA));
 
+/// Most calls in one batch: one script must not hold Redis for long (a call costs Redis 7.0 some
+/// 25 to 50 k instructions, so a full batch stays well under a millisecond).
+const BATCH_MAX: usize = 64;
+
+/// Batches in flight at once: while one runs on the upstream the next gathers the calls that
+/// arrive meanwhile (group commit: no timer, no wait at one client).
+const IN_FLIGHT: usize = 2;
+
+/// The windows of one sliding-window call: an L2 key and its policy each (RATE has one, the
+/// QUERY limits two).
+type Windows = SmallVec<[(Vec<u8>, Window); 2]>;
+
+/// One verdict per window.
+type Verdicts = SmallVec<[Verdict; 2]>;
+
+/// One sliding-window call for L2.
+struct Call {
+    windows: Windows,
+    cost: u64,
+}
+
+/// What L2 made of one call.
+enum Outcome {
+    Verdicts(Verdicts),
+    /// L2 answered this call (or its whole batch) with an error: its text, for the client.
+    Error(String),
+    /// L2 is unavailable: the call is answered locally.
+    Unavailable,
+}
+
+/// The error a call gets when L2's reply cannot be read.
+const UNEXPECTED: &str = "ERR unexpected reply from L2";
+
+/// A call waiting for its batch, and where its outcome goes. (The queue is unbounded, but each
+/// caller waits for its outcome: it holds at most one call per request in progress.)
+type Queued = (Call, oneshot::Sender<Outcome>);
+
+/// Gathers concurrent sliding-window calls into batches, one script each (standalone L2): the
+/// fixed cost of an `EVALSHA`, its `TIME` and its round trip are paid once per batch instead
+/// of once per call. Its task starts with the first call, in that call's runtime (Strata runs
+/// one, which L2's connections belong to as well; should it be shut down, the next call starts
+/// another task), and ends when the limiter is dropped.
+#[derive(Default)]
+struct Batcher {
+    tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Queued>>>,
+}
+
+impl Batcher {
+    /// Queues a call for the batching task (starting it if need be); gives the call back when
+    /// no task can run (outside a tokio runtime).
+    fn queue(&self, l2: &Arc<L2>, q: Queued) -> Result<(), Queued> {
+        let mut tx = self.tx.lock();
+        let q = match tx.as_ref() {
+            Some(t) => match t.send(q) {
+                Ok(()) => return Ok(()),
+                // The task is gone (its runtime was shut down): start another.
+                Err(e) => e.0,
+            },
+            None => q,
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Err(q);
+        };
+        let (t, rx) = mpsc::unbounded_channel();
+        rt.spawn(batches(l2.clone(), rx));
+        let sent = t.send(q).map_err(|e| e.0);
+        *tx = Some(t);
+        sent
+    }
+
+    /// A call's outcome, in a batch with whatever other calls are waiting.
+    async fn call(&self, l2: &Arc<L2>, call: Call) -> Outcome {
+        let (reply, rx) = oneshot::channel();
+        match self.queue(l2, (call, reply)) {
+            // No outcome: the batch was dropped with its runtime.
+            Ok(()) => rx.await.unwrap_or(Outcome::Unavailable),
+            Err((call, _)) => one(l2, call).await,
+        }
+    }
+}
+
+/// The batching task: takes the first waiting call, then every call already waiting behind it
+/// (up to `BATCH_MAX`, without waiting for more), and sends them as one script; up to
+/// `IN_FLIGHT` batches at once. Ends when the limiter is dropped and its batches are answered.
+async fn batches(l2: Arc<L2>, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    let l2 = &l2;
+    let mut flying = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = flying.next(), if !flying.is_empty() => {}
+            q = rx.recv(), if open && flying.len() < IN_FLIGHT => match q {
+                Some((call, reply)) => {
+                    let (mut calls, mut replies) = (vec![call], vec![reply]);
+                    while calls.len() < BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok((call, reply)) => {
+                                calls.push(call);
+                                replies.push(reply);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    flying.push(async move {
+                        let outcomes = run_windows(l2, &calls).await;
+                        for (reply, o) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(o);
+                        }
+                    });
+                }
+                None => open = false,
+            },
+            else => break,
+        }
+    }
+}
+
+/// One call on its own (on a Cluster, whose calls live on different nodes; or outside a tokio
+/// runtime, where no batching task can run).
+async fn one(l2: &Arc<L2>, call: Call) -> Outcome {
+    let calls = [call];
+    run_windows(l2, &calls)
+        .await
+        .pop()
+        .unwrap_or(Outcome::Unavailable)
+}
+
+/// A count as the script takes it (limits and costs are at most `i64::MAX` anyway).
+fn sat(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Sends one command upstream and returns its reply (None: L2 is unavailable).
+async fn send(l2: &Arc<L2>, pipe: &redis::Pipeline, keys: &[&[u8]]) -> Option<Value> {
+    match l2.run(0, false, false, pipe, Keys::These(keys)).await {
+        Ok((v, _)) => Some(v.into_iter().next().unwrap_or(Value::Nil)),
+        Err(L2Error::Unavailable) => None,
+    }
+}
+
+/// Runs calls as one window script (by its SHA, loading it with EVAL when L2 does not have it
+/// yet): one outcome per call, in order.
+async fn run_windows(l2: &Arc<L2>, calls: &[Call]) -> Vec<Outcome> {
+    let keys: Vec<&[u8]> = calls
+        .iter()
+        .flat_map(|c| c.windows.iter().map(|(k, _)| &k[..]))
+        .collect();
+    // The batch's distinct policies (a call's cost and windows): each one's first call, and
+    // where it starts in ARGV; and each call's policy.
+    let mut policies: SmallVec<[(usize, usize); 2]> = SmallVec::new();
+    let mut of = Vec::with_capacity(calls.len());
+    let mut next = 2;
+    for (i, c) in calls.iter().enumerate() {
+        let same = |p: &&(usize, usize)| {
+            let d = &calls[p.0];
+            d.cost == c.cost
+                && d.windows.len() == c.windows.len()
+                && d.windows.iter().zip(&c.windows).all(|(a, b)| a.1 == b.1)
+        };
+        match policies.iter().find(same) {
+            Some(p) => of.push(p.1),
+            None => {
+                policies.push((i, next));
+                of.push(next);
+                next += 2 + 2 * c.windows.len();
+            }
+        }
+    }
+    let build = |verb: &str, first: &str| {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(first).arg(keys.len());
+        for k in &keys {
+            cmd.arg(*k);
+        }
+        cmd.arg(next - 2);
+        for &(i, _) in &policies {
+            let c = &calls[i];
+            cmd.arg(c.windows.len()).arg(sat(c.cost));
+            for (_, w) in &c.windows {
+                cmd.arg(sat(w.limit)).arg(w.window_ms);
+            }
+        }
+        for at in &of {
+            cmd.arg(*at);
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().add_command(cmd);
+        pipe
+    };
+    let all = |o: &dyn Fn() -> Outcome| calls.iter().map(|_| o()).collect();
+    let Some(mut reply) = send(l2, &build("EVALSHA", &WINDOW.sha), &keys).await else {
+        return all(&|| Outcome::Unavailable);
+    };
+    if matches!(&reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
+        let Some(r) = send(l2, &build("EVAL", WINDOW.body), &keys).await else {
+            return all(&|| Outcome::Unavailable);
+        };
+        reply = r;
+    }
+    match reply {
+        Value::Array(items) => outcomes(calls, &items),
+        // The whole script failed (no call was answered): every call gets the error.
+        Value::ServerError(e) => {
+            let text = server_error(&e);
+            all(&|| Outcome::Error(text.clone()))
+        }
+        _ => all(&|| Outcome::Error(UNEXPECTED.into())),
+    }
+}
+
+/// The calls' outcomes from the script's flat reply.
+fn outcomes(calls: &[Call], items: &[Value]) -> Vec<Outcome> {
+    let mut out = Vec::with_capacity(calls.len());
+    let mut it = items.iter();
+    let int = |v: Option<&Value>| match v {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    for c in calls {
+        let n = c.windows.len();
+        let o = match it.next() {
+            // The only window admitted the call: -1 - its remaining units.
+            Some(Value::Int(r)) if *r < 0 && n == 1 => {
+                let w = c.windows[0].1;
+                Some(Outcome::Verdicts(smallvec::smallvec![Verdict {
+                    allowed: true,
+                    limit: sat(w.limit),
+                    remaining: -1 - r,
+                    retry_after_ms: 0,
+                    reset_after_ms: w.window_ms as i64,
+                }]))
+            }
+            Some(Value::Int(m)) if *m == 5 * n as i64 => (0..n)
+                .map(|_| {
+                    let f: SmallVec<[i64; 5]> = (0..5).filter_map(|_| int(it.next())).collect();
+                    (f.len() == 5).then(|| Verdict {
+                        allowed: f[0] != 0,
+                        limit: f[1],
+                        remaining: f[2],
+                        retry_after_ms: f[3],
+                        reset_after_ms: f[4],
+                    })
+                })
+                .collect::<Option<Verdicts>>()
+                .map(Outcome::Verdicts),
+            Some(Value::BulkString(e)) => Some(Outcome::Error(error_line(e))),
+            Some(Value::ServerError(e)) => Some(Outcome::Error(server_error(e))),
+            _ => None,
+        };
+        match o {
+            Some(o) => out.push(o),
+            // Past a reply it cannot read, the rest is out of step: all unexpected.
+            None => break,
+        }
+    }
+    while out.len() < calls.len() {
+        out.push(Outcome::Error(UNEXPECTED.into()));
+    }
+    out
+}
+
+/// A server error as the client gets it.
+fn server_error(e: &redis::ServerError) -> String {
+    match e.details() {
+        Some(d) => format!("{} {d}", e.code()),
+        None => e.code().to_string(),
+    }
+}
+
+/// An error a call of the window script caught, as an error line for the client: one line,
+/// with an error code (`ERR` when it has none of its own, as Redis does).
+fn error_line(e: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(e)
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    let code = text.split(' ').next().unwrap_or("");
+    if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        text
+    } else {
+        format!("ERR {text}")
+    }
+}
+
 /// Counters for INFO's `# Ratelimit` section.
 #[derive(Default)]
 pub struct RateStats {
@@ -209,7 +576,7 @@ pub struct RateStats {
     pub bypassed: AtomicU64,
     /// Calls answered by the local limiter because L2 was unavailable.
     pub l2_fallbacks: AtomicU64,
-    /// Scripts that L2 answered with an error.
+    /// Calls that L2 answered with an error.
     pub l2_errors: AtomicU64,
 }
 
@@ -234,6 +601,8 @@ pub struct RateLimiter {
     bypass: Vec<Vec<u8>>,
     /// The last call meant for L2 was answered locally.
     fallback: AtomicBool,
+    /// Sliding-window calls for a standalone L2, sent in batches.
+    batcher: Batcher,
     pub stats: RateStats,
 }
 
@@ -270,6 +639,7 @@ impl RateLimiter {
             query_global: window_of(cfg.query_global),
             bypass: cfg.bypass.iter().map(|p| p.as_bytes().to_vec()).collect(),
             fallback: AtomicBool::new(false),
+            batcher: Batcher::default(),
             stats: RateStats::default(),
         }
     }
@@ -331,7 +701,7 @@ impl RateLimiter {
             return Ok(Verdict::bypass(w.limit));
         }
         let k = [b"strata:rate:{".as_slice(), key, b"}"].concat();
-        match self.windows_l2(l2, &[(&k, w)], cost).await {
+        match self.windows_l2(l2, smallvec::smallvec![(k, w)], cost).await {
             Ok(v) => {
                 let v = v[0];
                 self.count_rate(&v);
@@ -381,7 +751,7 @@ impl RateLimiter {
                 self.count_throttle(&t);
                 Ok(t)
             }
-            Ok(_) => Err(self.l2_error("ERR unexpected reply from L2".into())),
+            Ok(_) => Err(self.l2_error(UNEXPECTED.into())),
             Err(Remote::Unavailable) => Ok(self.throttle_local(key, c)),
             Err(Remote::Error(e)) => Err(e),
         }
@@ -417,10 +787,9 @@ impl RateLimiter {
         }
         let remote = match &self.l2 {
             Some(l2) => {
-                let keys: Vec<(&[u8], Window)> =
-                    checks.iter().map(|(_, _, k, w)| (&k[..], *w)).collect();
+                let windows = checks.iter().map(|(_, _, k, w)| (k.clone(), *w)).collect();
                 // A QUERY is not refused because the limiter's store failed: count locally.
-                self.windows_l2(l2, &keys, 1).await.ok()
+                self.windows_l2(l2, windows, 1).await.ok()
             }
             None => None,
         };
@@ -431,7 +800,7 @@ impl RateLimiter {
                     .iter()
                     .map(|(_, k, _, w)| (Space::Query, &k[..], *w))
                     .collect();
-                self.local.windows(&local, 1)
+                Verdicts::from_vec(self.local.windows(&local, 1))
             }
         };
         if verdicts.iter().all(|v| v.allowed) {
@@ -466,42 +835,34 @@ impl RateLimiter {
         ))
     }
 
-    /// Sliding windows checked together in L2 (one script call).
+    /// Sliding windows checked together in L2 (one call of the window script: batched with
+    /// other calls on a standalone L2, on its own on a Cluster).
     async fn windows_l2(
         &self,
         l2: &Arc<L2>,
-        keys: &[(&[u8], Window)],
+        windows: Windows,
         cost: u64,
-    ) -> Result<Vec<Verdict>, Remote> {
-        let names: Vec<&[u8]> = keys.iter().map(|(k, _)| *k).collect();
-        let mut args = vec![cost.min(i64::MAX as u64) as i64];
-        for (_, w) in keys {
-            args.push(w.limit.min(i64::MAX as u64) as i64);
-            args.push(w.window_ms as i64);
-        }
-        let n = self.eval(l2, &WINDOW, &names, &args).await?;
-        match n[..] {
-            // One window admitted the call: the script answered only its remaining units.
-            [remaining] if keys.len() == 1 => Ok(vec![Verdict {
-                allowed: true,
-                limit: args[1],
-                remaining,
-                retry_after_ms: 0,
-                reset_after_ms: args[2],
-            }]),
-            _ if n.len() == 5 * keys.len() => Ok(n
-                .chunks(5)
-                .map(|c| Verdict {
-                    allowed: c[0] != 0,
-                    limit: c[1],
-                    remaining: c[2],
-                    retry_after_ms: c[3],
-                    reset_after_ms: c[4],
-                })
-                .collect()),
-            _ => Err(Remote::Error(
-                self.l2_error("ERR unexpected reply from L2".into()),
-            )),
+    ) -> Result<Verdicts, Remote> {
+        let call = Call { windows, cost };
+        let outcome = if l2.is_cluster() {
+            one(l2, call).await
+        } else {
+            self.batcher.call(l2, call).await
+        };
+        match outcome {
+            Outcome::Verdicts(v) => {
+                self.fallback.store(false, Ordering::Relaxed);
+                Ok(v)
+            }
+            Outcome::Error(e) => {
+                self.fallback.store(false, Ordering::Relaxed);
+                Err(Remote::Error(self.l2_error(e)))
+            }
+            Outcome::Unavailable => {
+                self.fallback.store(true, Ordering::Relaxed);
+                bump(&self.stats.l2_fallbacks);
+                Err(Remote::Unavailable)
+            }
         }
     }
 
@@ -510,8 +871,8 @@ impl RateLimiter {
         e
     }
 
-    /// Runs a script on L2 by its SHA (loading it with EVAL when L2 does not have it yet) and
-    /// returns its integer array (an integer reply is an array of one).
+    /// Runs a script (CL.THROTTLE's) on L2 by its SHA (loading it with EVAL when L2 does not
+    /// have it yet) and returns its integer array (an integer reply is an array of one).
     async fn eval(
         &self,
         l2: &Arc<L2>,
@@ -546,13 +907,8 @@ impl RateLimiter {
                 })
                 .collect()),
             Value::Int(n) => Ok(vec![n]),
-            Value::ServerError(e) => Err(Remote::Error(self.l2_error(match e.details() {
-                Some(d) => format!("{} {d}", e.code()),
-                None => e.code().to_string(),
-            }))),
-            _ => Err(Remote::Error(
-                self.l2_error("ERR unexpected reply from L2".into()),
-            )),
+            Value::ServerError(e) => Err(Remote::Error(self.l2_error(server_error(&e)))),
+            _ => Err(Remote::Error(self.l2_error(UNEXPECTED.into()))),
         }
     }
 
@@ -750,6 +1106,88 @@ mod tests {
         for _ in 0..1000 {
             assert!(block_on(l.check_query("u", false)).is_ok());
         }
+    }
+
+    fn call(windows: &[(u64, u64)]) -> Call {
+        Call {
+            windows: windows
+                .iter()
+                .map(|&(limit, window_ms)| (b"k".to_vec(), Window { limit, window_ms }))
+                .collect(),
+            cost: 1,
+        }
+    }
+
+    fn verdicts(o: &Outcome) -> Vec<[i64; 5]> {
+        match o {
+            Outcome::Verdicts(v) => v.iter().map(|v| v.as_array()).collect(),
+            Outcome::Error(e) => panic!("error {e}"),
+            Outcome::Unavailable => panic!("unavailable"),
+        }
+    }
+
+    fn error(o: &Outcome) -> &str {
+        match o {
+            Outcome::Error(e) => e,
+            _ => panic!("not an error"),
+        }
+    }
+
+    /// The window script's flat reply, call by call: `-1 - remaining` for an admitted call of
+    /// one window, a count then five integers per window, or an error string; a reply out of
+    /// step makes that call and the rest unexpected, never another call's verdict.
+    #[test]
+    fn batch_replies_are_read_call_by_call() {
+        let calls = [
+            call(&[(10, 1000)]),
+            call(&[(3, 2000)]),
+            call(&[(5, 1000)]),
+            call(&[(4, 1000), (9, 60_000)]),
+            call(&[(7, 1000)]),
+        ];
+        let ints = |v: &[i64]| v.iter().map(|&n| Value::Int(n)).collect::<Vec<_>>();
+        let mut reply = ints(&[-8, 5, 0, 3, 0, 1500, 2000]);
+        reply.push(Value::BulkString(
+            b"WRONGTYPE Operation against a key holding the wrong kind of value".to_vec(),
+        ));
+        reply.extend(ints(&[10, 1, 4, 2, 0, 1000, 0, 9, 9, 700, 800, -1]));
+        let got = outcomes(&calls, &reply);
+        assert_eq!(got.len(), 5);
+        assert_eq!(verdicts(&got[0]), [[1, 10, 7, 0, 1000]]);
+        assert_eq!(verdicts(&got[1]), [[0, 3, 0, 1500, 2000]]);
+        assert_eq!(
+            error(&got[2]),
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        );
+        assert_eq!(verdicts(&got[3]), [[1, 4, 2, 0, 1000], [0, 9, 9, 700, 800]]);
+        assert_eq!(verdicts(&got[4]), [[1, 7, 0, 0, 1000]]);
+
+        // A two-window call cannot answer one integer; what follows is out of step.
+        let got = outcomes(&calls[3..], &ints(&[-1, -1]));
+        assert_eq!(error(&got[0]), UNEXPECTED);
+        assert_eq!(error(&got[1]), UNEXPECTED);
+        // Too short: the calls left without a reply are unexpected.
+        let got = outcomes(&calls[..2], &ints(&[-1, 5, 0, 3]));
+        assert_eq!(verdicts(&got[0]), [[1, 10, 0, 0, 1000]]);
+        assert_eq!(error(&got[1]), UNEXPECTED);
+    }
+
+    #[test]
+    fn caught_errors_become_error_lines_with_a_code() {
+        assert_eq!(
+            error_line(b"WRONGTYPE Operation against"),
+            "WRONGTYPE Operation against"
+        );
+        assert_eq!(
+            error_line(b"OOM command not allowed"),
+            "OOM command not allowed"
+        );
+        assert_eq!(
+            error_line(b"user_script:9: attempt to compare nil"),
+            "ERR user_script:9: attempt to compare nil"
+        );
+        assert_eq!(error_line(b"bad\r\nline"), "ERR bad  line");
+        assert_eq!(error_line(b""), "ERR ");
     }
 
     #[test]
