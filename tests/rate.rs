@@ -15,6 +15,11 @@ fn rate(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
     redis::cmd("RATE").arg(args).query(c).expect("RATE")
 }
 
+/// The number of entries in a window log (a sorted set) on the upstream.
+fn log_len(cu: &mut redis::Connection, key: impl redis::ToRedisArgs) -> i64 {
+    redis::cmd("ZCARD").arg(key).query(cu).expect("ZCARD")
+}
+
 fn throttle(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
     redis::cmd("CL.THROTTLE")
         .arg(args)
@@ -233,10 +238,7 @@ fn two_instances_sharing_l2_enforce_one_limit() {
     }
     assert_eq!(allowed, 10);
     let mut cu = up.conn();
-    let n: i64 = redis::cmd("ZCARD")
-        .arg("strata:rate:{shared}")
-        .query(&mut cu)
-        .unwrap();
+    let n = log_len(&mut cu, "strata:rate:{shared}");
     assert_eq!(n, 10, "the log lives in L2");
 
     // GCRA too: a burst of 5 across both instances.
@@ -296,10 +298,7 @@ fn rate_through_l2_replies_as_standalone() {
     assert!((299..599).contains(&(r[4] - r[3])), "{r:?}");
 
     let mut cu = up.conn();
-    let n: i64 = redis::cmd("ZCARD")
-        .arg("strata:rate:{steps}")
-        .query(&mut cu)
-        .unwrap();
+    let n = log_len(&mut cu, "strata:rate:{steps}");
     assert_eq!(n, 4, "one entry per admitted call");
     let ttl: i64 = redis::cmd("PTTL")
         .arg("strata:rate:{k}")
@@ -351,10 +350,7 @@ fn l2_down_falls_back_to_the_local_limiter_and_info_says_so() {
         info(&mut c)
     );
     let mut cu = _up.conn();
-    let n: i64 = redis::cmd("ZCARD")
-        .arg("strata:rate:{back}")
-        .query(&mut cu)
-        .unwrap();
+    let n = log_len(&mut cu, "strata:rate:{back}");
     assert!(n >= 1);
 }
 
@@ -409,10 +405,7 @@ fn query_limits_hold_across_instances_sharing_l2() {
         assert_eq!(a.rate.mode(), "l2");
     });
     let mut cu = up.conn();
-    let global: i64 = redis::cmd("ZCARD")
-        .arg("strata:qrate:{query}:global")
-        .query(&mut cu)
-        .unwrap();
+    let global = log_len(&mut cu, "strata:qrate:{query}:global");
     assert_eq!(global, 5);
 }
 
@@ -515,10 +508,7 @@ fn concurrent_rate_calls_through_l2_are_exact_and_fail_alone() {
         // Exactly the limit admitted, each with its own place in the order.
         remaining.sort_unstable();
         assert_eq!(remaining, (0..limit).collect::<Vec<_>>(), "k{k}");
-        let n: i64 = redis::cmd("ZCARD")
-            .arg(format!("strata:rate:{{k{k}}}"))
-            .query(&mut cu)
-            .unwrap();
+        let n = log_len(&mut cu, format!("strata:rate:{{k{k}}}"));
         assert_eq!(n, limit, "k{k}: one entry per admitted call");
     }
     let calls = (CONNS * (PER_CONN + 1)) as i64;
@@ -637,10 +627,7 @@ fn one_batch_applies_its_calls_in_order_and_fails_only_the_wrong_one() {
         }
     }
     for (key, _) in limits {
-        let n: i64 = redis::cmd("ZCARD")
-            .arg(format!("strata:rate:{{{key}}}"))
-            .query(&mut cu)
-            .unwrap();
+        let n = log_len(&mut cu, format!("strata:rate:{{{key}}}"));
         assert_eq!(n, admitted[key], "{key}: one entry per admitted call");
     }
 }
