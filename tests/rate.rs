@@ -15,6 +15,15 @@ fn rate(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
     redis::cmd("RATE").arg(args).query(c).expect("RATE")
 }
 
+/// Makes RATE's L2 key for `str` a string, so that a window call on it fails with WRONGTYPE.
+fn plant_wrong_type(cu: &mut redis::Connection) {
+    let _: () = redis::cmd("SET")
+        .arg("strata:rate:{str}")
+        .arg("x")
+        .query(cu)
+        .expect("SET");
+}
+
 /// The number of entries in a window log (a sorted set) on the upstream.
 fn log_len(cu: &mut redis::Connection, key: impl redis::ToRedisArgs) -> i64 {
     redis::cmd("ZCARD").arg(key).query(cu).expect("ZCARD")
@@ -423,11 +432,7 @@ fn concurrent_rate_calls_through_l2_are_exact_and_fail_alone() {
     let up = RedisServer::start();
     let s = tiered(up.port, "");
     let mut cu = up.conn();
-    let _: () = redis::cmd("SET")
-        .arg("strata:rate:{str}")
-        .arg("x")
-        .query(&mut cu)
-        .unwrap();
+    plant_wrong_type(&mut cu);
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query(&mut cu)
@@ -538,11 +543,7 @@ fn one_batch_applies_its_calls_in_order_and_fails_only_the_wrong_one() {
     use strata::guard::rate::Window;
     let up = RedisServer::start();
     let mut cu = up.conn();
-    let _: () = redis::cmd("SET")
-        .arg("strata:rate:{str}")
-        .arg("x")
-        .query(&mut cu)
-        .unwrap();
+    plant_wrong_type(&mut cu);
     // (key, limit, cost): three keys, costs 1 to 4 (4 is over c's limit), two calls on str.
     let limits = [("a", 5u64), ("b", 8), ("c", 3)];
     let mut seed = 7u64;

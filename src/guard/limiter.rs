@@ -411,12 +411,33 @@ fn sat(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Sends one command upstream and returns its reply (None: L2 is unavailable).
-async fn send(l2: &Arc<L2>, pipe: &redis::Pipeline, keys: &[&[u8]]) -> Option<Value> {
-    match l2.run(0, false, false, pipe, Keys::These(keys)).await {
-        Ok((v, _)) => Some(v.into_iter().next().unwrap_or(Value::Nil)),
-        Err(L2Error::Unavailable) => None,
+/// Runs `script` on L2 by its SHA, loading it with EVAL when L2 does not have it yet, and
+/// returns its reply (None: L2 is unavailable). `args` writes what follows the script (the key
+/// count, the keys and the arguments); `keys` are the keys it touches, for L2's routing.
+async fn eval_script(
+    l2: &Arc<L2>,
+    script: &Script,
+    keys: &[&[u8]],
+    args: impl Fn(&mut redis::Cmd),
+) -> Option<Value> {
+    let send = |verb: &str, first: &str| {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(first);
+        args(&mut cmd);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().add_command(cmd);
+        async move {
+            match l2.run(0, false, false, &pipe, Keys::These(keys)).await {
+                Ok((v, _)) => Some(v.into_iter().next().unwrap_or(Value::Nil)),
+                Err(L2Error::Unavailable) => None,
+            }
+        }
+    };
+    let reply = send("EVALSHA", &script.sha).await?;
+    if matches!(&reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
+        return send("EVAL", script.body).await;
     }
+    Some(reply)
 }
 
 /// Runs calls as one window script (by its SHA, loading it with EVAL when L2 does not have it
@@ -447,9 +468,8 @@ async fn run_windows(l2: &Arc<L2>, calls: &[Call]) -> Vec<Outcome> {
             }
         }
     }
-    let build = |verb: &str, first: &str| {
-        let mut cmd = redis::cmd(verb);
-        cmd.arg(first).arg(keys.len());
+    let args = |cmd: &mut redis::Cmd| {
+        cmd.arg(keys.len());
         for k in &keys {
             cmd.arg(*k);
         }
@@ -464,20 +484,11 @@ async fn run_windows(l2: &Arc<L2>, calls: &[Call]) -> Vec<Outcome> {
         for at in &of {
             cmd.arg(*at);
         }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors().add_command(cmd);
-        pipe
     };
     let all = |o: &dyn Fn() -> Outcome| calls.iter().map(|_| o()).collect();
-    let Some(mut reply) = send(l2, &build("EVALSHA", &WINDOW.sha), &keys).await else {
+    let Some(reply) = eval_script(l2, &WINDOW, &keys, args).await else {
         return all(&|| Outcome::Unavailable);
     };
-    if matches!(&reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
-        let Some(r) = send(l2, &build("EVAL", WINDOW.body), &keys).await else {
-            return all(&|| Outcome::Unavailable);
-        };
-        reply = r;
-    }
     match reply {
         Value::Array(items) => outcomes(calls, &items),
         // The whole script failed (no call was answered): every call gets the error.
@@ -880,23 +891,20 @@ impl RateLimiter {
         keys: &[&[u8]],
         args: &[i64],
     ) -> Result<Vec<i64>, Remote> {
-        let build = |verb: &str, first: &str| {
-            let mut cmd = redis::cmd(verb);
-            cmd.arg(first).arg(keys.len());
+        let args = |cmd: &mut redis::Cmd| {
+            cmd.arg(keys.len());
             for k in keys {
                 cmd.arg(*k);
             }
             for a in args {
                 cmd.arg(*a);
             }
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors().add_command(cmd);
-            pipe
         };
-        let mut reply = self.run(l2, &build("EVALSHA", &script.sha), keys).await?;
-        if matches!(&reply, Value::ServerError(e) if e.code() == "NOSCRIPT") {
-            reply = self.run(l2, &build("EVAL", script.body), keys).await?;
-        }
+        let Some(reply) = eval_script(l2, script, keys, args).await else {
+            self.fallback.store(true, Ordering::Relaxed);
+            bump(&self.stats.l2_fallbacks);
+            return Err(Remote::Unavailable);
+        };
         self.fallback.store(false, Ordering::Relaxed);
         match reply {
             Value::Array(items) => Ok(items
@@ -909,22 +917,6 @@ impl RateLimiter {
             Value::Int(n) => Ok(vec![n]),
             Value::ServerError(e) => Err(Remote::Error(self.l2_error(server_error(&e)))),
             _ => Err(Remote::Error(self.l2_error(UNEXPECTED.into()))),
-        }
-    }
-
-    async fn run(
-        &self,
-        l2: &Arc<L2>,
-        pipe: &redis::Pipeline,
-        keys: &[&[u8]],
-    ) -> Result<Value, Remote> {
-        match l2.run(0, false, false, pipe, Keys::These(keys)).await {
-            Ok((v, _)) => Ok(v.into_iter().next().unwrap_or(Value::Nil)),
-            Err(L2Error::Unavailable) => {
-                self.fallback.store(true, Ordering::Relaxed);
-                bump(&self.stats.l2_fallbacks);
-                Err(Remote::Unavailable)
-            }
         }
     }
 
