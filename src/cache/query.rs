@@ -138,7 +138,7 @@ type Shard = Mutex<LruCache<u128, Arc<Entry>, std::hash::BuildHasherDefault<KeyB
 
 /// The hasher of an already-hashed key: its high 64 bits.
 #[derive(Default)]
-pub struct KeyBits(u64);
+struct KeyBits(u64);
 
 impl Hasher for KeyBits {
     fn finish(&self) -> u64 {
