@@ -11,7 +11,9 @@
 # 2. A heavy read (join + aggregate over 200 000 rows) from the cache vs run directly by
 #    pgbench: throughput ratio (target >= 100).
 # 3. QUERY ... NOCACHE point read at 1 client vs the direct prepared query (pgbench -c 1
-#    -M prepared, per-transaction log): p50 latency ratio (target <= 1.3).
+#    -M prepared, per-transaction log): p50 latency ratio (target <= 1.3). Also measured with
+#    one client for both sides (benches/latency.rs: blocking sockets, the statement prepared
+#    once, every request timed to the ns), so the two sides differ only in what answers them.
 #
 # Servers run on core 1, clients on core 0. Usage: benches/query.sh [rounds=3]
 set -euo pipefail
@@ -28,6 +30,11 @@ PGBIN=/usr/lib/postgresql/15/bin
 
 cargo build --release --bins >/dev/null
 STRATA=$PWD/target/release/strata
+LATENCY=$(cargo bench --bench latency --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "latency" and m.get("executable"):
+        print(m["executable"])')
 
 . benches/lib.sh
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -128,7 +135,10 @@ want one && for round in $(seq "$ROUNDS"); do
   rm -f "$DIR"/pgbench_log.*
   (cd "$DIR" && taskset -c 0 pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -n -M prepared -c 1 -t "$N_ONE" -l -f "$DIR/point.sql" postgres >/dev/null 2>&1)
   d=$(cat "$DIR"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int(NR/2)+1] / 1000}')
-  echo "$round,$s,$d" >> "$OUT/one.csv"
+  # The same client on both sides: p50 in µs, first field of its output.
+  lat_s=$(taskset -c 0 "$LATENCY" resp "$SP" "$N_ONE" "$POINT" | cut -d, -f1)
+  lat_d=$(taskset -c 0 "$LATENCY" pg "$PGPORT" "$N_ONE" "$POINT" | cut -d, -f1)
+  echo "$round,$s,$d,$lat_s,$lat_d" >> "$OUT/one.csv"
 done
 
 python3 - "$OUT" "$SECTIONS" <<'PY'
@@ -173,4 +183,11 @@ if "one" in sections:
     print(f"| direct prepared (pgbench -M prepared) | {d:.3f} |")
     print(f"| QUERY ... NOCACHE through Strata | {s:.3f} |")
     print(f"| ratio | {s/d:.2f} |")
+    print()
+    ls, ld = statistics.median(float(x[3]) for x in r), statistics.median(float(x[4]) for x in r)
+    print("| same client (benches/latency.rs), p50 | µs |")
+    print("|---|---|")
+    print(f"| direct prepared | {ld:.1f} |")
+    print(f"| QUERY ... NOCACHE through Strata | {ls:.1f} |")
+    print(f"| ratio | {ls/ld:.2f} |")
 PY
