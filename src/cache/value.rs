@@ -380,6 +380,16 @@ pub struct ZSetValue {
 }
 
 impl ZSetValue {
+    /// An empty set with the encoding Redis gives a computed set of `n` members, the longest
+    /// `longest` bytes (ZUNIONSTORE and ZINTERSTORE build a skiplist and convert it to a
+    /// listpack only when it is small enough).
+    pub fn for_result(n: usize, longest: usize) -> ZSetValue {
+        ZSetValue {
+            skiplist: n > ZSET_LISTPACK_MAX || longest > LISTPACK_VALUE_MAX,
+            ..ZSetValue::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.scores.len()
     }
@@ -392,10 +402,12 @@ impl ZSetValue {
         self.scores.get(member).copied()
     }
 
-    /// Sets a member's score; returns the previous score, if any.
+    /// Sets a member's score; returns the previous score, if any. Like Redis, a listpack keeps
+    /// a score as text it reads `-0` back from as `0`, while a skiplist keeps `-0`.
     pub fn insert(&mut self, member: &[u8], score: f64) -> Option<f64> {
         match self.scores.get_mut(member) {
             Some(old) => {
+                let score = if self.skiplist { score } else { score + 0.0 };
                 let prev = *old;
                 if prev != score {
                     *old = score;
@@ -404,11 +416,13 @@ impl ZSetValue {
                 Some(prev)
             }
             None => {
+                // A member that makes the set a skiplist is added to the skiplist.
+                self.skiplist |=
+                    self.scores.len() + 1 > ZSET_LISTPACK_MAX || member.len() > LISTPACK_VALUE_MAX;
+                let score = if self.skiplist { score } else { score + 0.0 };
                 self.scores.insert(Member::from_slice(member), score);
                 self.tree.insert(score, member);
                 self.bytes += member.len() + ELEMENT_OVERHEAD;
-                self.skiplist |=
-                    self.scores.len() > ZSET_LISTPACK_MAX || member.len() > LISTPACK_VALUE_MAX;
                 None
             }
         }

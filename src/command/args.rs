@@ -41,6 +41,12 @@ pub fn int(s: &[u8]) -> Result<i64, CmdError> {
     parse_i64(s).ok_or(NOT_INTEGER)
 }
 
+/// An integer of at least `min`, with the one error Redis gives (`getRangeLongFromObjectOrReply`
+/// with a message) both for a number too small and for no number at all.
+pub fn int_at_least(s: &[u8], min: i64, msg: &'static str) -> Result<i64, CmdError> {
+    parse_i64(s).filter(|&v| v >= min).ok_or(CmdError::new(msg))
+}
+
 /// strtod-like: no surrounding spaces, NaN refused, `inf`/`+inf`/`-inf` accepted.
 pub fn parse_f64(s: &[u8]) -> Option<f64> {
     let t = std::str::from_utf8(s).ok()?;
@@ -78,15 +84,13 @@ pub fn float(s: &[u8]) -> Result<f64, CmdError> {
     parse_f64(s).ok_or(NOT_FLOAT)
 }
 
-/// The optional COUNT of LPOP/RPOP/SPOP (`cmd key [count]`), with Redis's error text.
+/// The optional COUNT of LPOP/RPOP/SPOP/ZPOPMIN/ZPOPMAX (`cmd key [count]`), with Redis's error
+/// text.
 pub fn pop_count(args: &[bytes::Bytes]) -> Result<Option<usize>, CmdError> {
-    let bad = CmdError::new("ERR value is out of range, must be positive");
     match args.len() {
         2 => Ok(None),
-        3 => match parse_i64(&args[2]) {
-            Some(c) if c >= 0 => Ok(Some(c as usize)),
-            _ => Err(bad),
-        },
+        3 => int_at_least(&args[2], 0, "ERR value is out of range, must be positive")
+            .map(|c| Some(c as usize)),
         _ => Err(super::error::SYNTAX),
     }
 }

@@ -122,20 +122,25 @@ pub fn lrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     })
 }
 
+// LINDEX and LSET look the key up before they read the index, as Redis does: a missing key or
+// one of another type answers first.
 pub fn lindex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let i = int(&args[2])?;
     typed::read(ctx, &args[1], |l: Option<&ListValue>, out| {
-        match l.and_then(|l| index(i, l.len()).and_then(|i| l.get(i))) {
+        let Some(l) = l else {
+            out.null();
+            return Ok(());
+        };
+        match index(int(&args[2])?, l.len()).and_then(|i| l.get(i)) {
             Some(v) => out.bulk(v),
             None => out.null(),
         }
-    })
+        Ok(())
+    })?
 }
 
 pub fn lset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let i = int(&args[2])?;
     let done = typed::update(ctx, &args[1], |l: &mut ListValue| {
-        let at = index(i, l.len()).ok_or(CmdError::new("ERR index out of range"))?;
+        let at = index(int(&args[2])?, l.len()).ok_or(CmdError::new("ERR index out of range"))?;
         l.set(at, &args[3]);
         Ok(())
     })?;
@@ -287,7 +292,15 @@ pub fn lpos(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 fn lmove_generic(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) -> CmdResult {
-    // The destination must be a list (or absent) before anything moves.
+    // As Redis checks: a missing source answers nil whatever the destination holds; otherwise
+    // both must be lists (the destination may be absent) before anything moves.
+    let has = typed::read(ctx, src, |l: Option<&ListValue>, _| {
+        l.is_some_and(|l| !l.is_empty())
+    })?;
+    if !has {
+        ctx.out.null();
+        return Ok(());
+    }
     typed::read(ctx, dst, |_: Option<&ListValue>, _| ())?;
     let moved = typed::update(ctx, src, |l: &mut ListValue| {
         Ok(match from {

@@ -5,7 +5,7 @@
 //! Multi-key commands run under the exclusive gate (the table's key positions say so), so a
 //! SINTERSTORE reads its inputs and writes its destination atomically.
 
-use super::args::{int, is, pop_count};
+use super::args::{int, int_at_least, is, pop_count};
 use super::error::{CmdError, CmdResult, SYNTAX};
 use super::keys::{parse_cursor, scan_opts};
 use super::{typed, Ctx};
@@ -266,11 +266,7 @@ pub fn sdiffstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn sintercard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let numkeys = int(&args[1])?;
-    if numkeys <= 0 {
-        return Err(CmdError::new("ERR numkeys should be greater than 0"));
-    }
-    let numkeys = numkeys as usize;
+    let numkeys = int_at_least(&args[1], 1, "ERR numkeys should be greater than 0")? as usize;
     if numkeys > args.len() - 2 {
         return Err(CmdError::new(
             "ERR Number of keys can't be greater than number of args",
@@ -280,11 +276,7 @@ pub fn sintercard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let mut i = 2 + numkeys;
     while i < args.len() {
         if is(&args[i], "limit") && i + 1 < args.len() {
-            let l = int(&args[i + 1])?;
-            if l < 0 {
-                return Err(CmdError::new("ERR LIMIT can't be negative"));
-            }
-            limit = l as usize;
+            limit = int_at_least(&args[i + 1], 0, "ERR LIMIT can't be negative")? as usize;
             i += 2;
         } else {
             return Err(SYNTAX);
@@ -302,15 +294,16 @@ pub fn sintercard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 pub fn smove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let (src, dst, member) = (&args[1], &args[2], &args[3]);
-    // Both keys must be sets (or absent) before anything moves.
+    // A missing source answers 0 whatever the destination holds (as Redis checks); otherwise
+    // both keys must be sets (or the destination absent) before anything moves.
     let in_src = typed::read(ctx, src, |s: Option<&SetValue>, _| {
         s.map(|s| s.contains(member))
     })?;
-    typed::read(ctx, dst, |_: Option<&SetValue>, _| ())?;
     let Some(in_src) = in_src else {
         ctx.out.int(0);
         return Ok(());
     };
+    typed::read(ctx, dst, |_: Option<&SetValue>, _| ())?;
     if src == dst || !in_src {
         ctx.out.int(in_src as i64);
         return Ok(());

@@ -5,7 +5,7 @@
 //! Ranges are turned into rank intervals on the set's order-statistic index
 //! (`cache::ranktree`), so every range costs O(log n) plus the elements it returns.
 
-use super::args::{index_range, int, is, parse_f64, parse_i64};
+use super::args::{index_range, int, is, parse_f64};
 use super::error::{CmdError, CmdResult, SYNTAX, WRONG_TYPE};
 use super::keys::{parse_cursor, scan_opts};
 use super::{typed, Ctx};
@@ -511,8 +511,9 @@ fn by_span(ctx: &mut Ctx<'_>, args: &[Bytes], rev: bool, lex: bool) -> CmdResult
     } else {
         (&args[2], &args[3])
     };
-    let span = Span::parse(lex, a, b)?;
+    // Options first, then the range (the order of Redis's errors).
     let (withscores, limit) = range_options(&args[4..], !lex)?;
+    let span = Span::parse(lex, a, b)?;
     range_reply(
         ctx,
         &args[1],
@@ -579,15 +580,7 @@ pub fn zremrangebylex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 // Pops
 
 fn pop(ctx: &mut Ctx<'_>, args: &[Bytes], max: bool) -> CmdResult {
-    let count = match args.len() {
-        2 => None,
-        3 => match parse_i64(&args[2]) {
-            Some(c) if c >= 0 => Some(c as usize),
-            Some(_) => return Err(CmdError::new("ERR value is out of range, must be positive")),
-            None => return Err(super::error::NOT_INTEGER),
-        },
-        _ => return Err(SYNTAX),
-    };
+    let count = super::args::pop_count(args)?;
     // One element (the plain form) stays on the stack; its member is moved out of the set.
     let popped = typed::update(ctx, &args[1], |z: &mut ZSetValue| {
         let n = count.unwrap_or(1).min(z.len());
@@ -662,6 +655,11 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
         return Err(SYNTAX);
     }
     let keys = &args[3..3 + numkeys];
+    // Redis reads (and type-checks) the inputs before it parses WEIGHTS and AGGREGATE.
+    let mut inputs = Vec::with_capacity(numkeys);
+    for k in keys {
+        inputs.push(weighted_input(ctx, k)?);
+    }
     let mut weights = vec![1.0; numkeys];
     let mut agg = Aggregate::Sum;
     let mut i = 3 + numkeys;
@@ -688,10 +686,6 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
             return Err(SYNTAX);
         }
     }
-    let mut inputs = Vec::with_capacity(numkeys);
-    for k in keys {
-        inputs.push(weighted_input(ctx, k)?);
-    }
     let combine = |a: f64, b: f64| {
         let v = match agg {
             Aggregate::Sum => a + b,
@@ -712,28 +706,46 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
             v
         }
     };
+    // Redis combines the inputs from the smallest to the largest (a stable sort by size, a
+    // missing key counting as empty), which decides where a NaN (inf - inf) is zeroed.
+    let mut inputs: Vec<(Option<Weighted>, f64)> = inputs.into_iter().zip(weights).collect();
+    inputs.sort_by_key(|(input, _)| input.as_ref().map_or(0, Vec::len));
     let mut result: indexmap::IndexMap<Vec<u8>, f64> = indexmap::IndexMap::new();
     if inter {
-        if inputs.iter().all(|x| x.is_some()) {
-            let first = inputs[0].clone().unwrap_or_default();
-            'member: for (m, s) in first {
-                let mut acc = weigh(s, weights[0]);
-                for (j, other) in inputs.iter().enumerate().skip(1) {
-                    let Some(o) = other
-                        .as_ref()
-                        .and_then(|o| o.iter().find(|(om, _)| *om == m))
-                    else {
+        if inputs.iter().all(|(input, _)| input.is_some()) {
+            let (first, others) = inputs.split_first().expect("numkeys >= 1");
+            // The other inputs by member, so each lookup is O(1) however large they are.
+            type ByMember<'a> =
+                std::collections::HashMap<&'a [u8], f64, foldhash::fast::RandomState>;
+            let others: Vec<(ByMember<'_>, f64)> = others
+                .iter()
+                .map(|(o, w)| {
+                    (
+                        o.iter()
+                            .flatten()
+                            .map(|(m, s)| (m.as_slice(), *s))
+                            .collect(),
+                        *w,
+                    )
+                })
+                .collect();
+            'member: for (m, s) in first.0.iter().flatten() {
+                let mut acc = weigh(*s, first.1);
+                for (other, w) in &others {
+                    let Some(&o) = other.get(m.as_slice()) else {
                         continue 'member;
                     };
-                    acc = combine(acc, weigh(o.1, weights[j]));
+                    // Redis zeroes a NaN product only for the first input's score here; the
+                    // aggregate zeroes a NaN sum.
+                    acc = combine(acc, o * w);
                 }
-                result.insert(m, acc);
+                result.insert(m.clone(), acc);
             }
         }
     } else {
-        for (j, input) in inputs.iter().enumerate() {
+        for (input, w) in &inputs {
             for (m, s) in input.iter().flatten() {
-                let v = weigh(*s, weights[j]);
+                let v = weigh(*s, *w);
                 match result.get_mut(m) {
                     Some(acc) => *acc = combine(*acc, v),
                     None => {
@@ -744,7 +756,8 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
         }
     }
     let dst = &args[1];
-    let mut z = ZSetValue::default();
+    let longest = result.keys().map(Vec::len).max().unwrap_or(0);
+    let mut z = ZSetValue::for_result(result.len(), longest);
     for (m, s) in &result {
         z.insert(m, *s);
     }
