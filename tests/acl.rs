@@ -190,6 +190,85 @@ fn read_only_rules_and_key_patterns() {
     assert_eq!(v, "one");
 }
 
+/// Commands whose keys follow a `numkeys` argument are checked on those keys alone (not on
+/// LIMIT or WEIGHTS and their numbers), and the connection commands clients send on connect
+/// are not `@dangerous`, as in Redis: `+@all -@dangerous` is a usual application user.
+#[test]
+fn numkeys_commands_check_their_keys_only_and_client_setname_is_not_dangerous() {
+    let s = Strata::with_config(
+        r#"
+[server]
+requirepass = "rootpw"
+
+[[users]]
+name = "web"
+password = "webpw"
+commands = "+@all -@dangerous"
+keys = "~app:*"
+"#,
+    );
+    let mut c = login(&s, "web", "webpw");
+    assert_eq!(
+        run(&mut c, &["SINTERCARD", "2", "app:a", "app:b", "LIMIT", "5"]).unwrap(),
+        Value::Int(0)
+    );
+    assert_eq!(
+        error(&mut c, &["SINTERCARD", "2", "app:a", "other", "LIMIT", "5"]),
+        "NOPERM No permissions to access a key"
+    );
+    let _ = run(&mut c, &["ZADD", "app:a", "1", "x"]).unwrap();
+    assert_eq!(
+        run(
+            &mut c,
+            &[
+                "ZUNIONSTORE",
+                "app:d",
+                "2",
+                "app:a",
+                "app:b",
+                "WEIGHTS",
+                "2",
+                "3"
+            ]
+        )
+        .unwrap(),
+        Value::Int(1)
+    );
+    assert_eq!(
+        run(&mut c, &["ZSCORE", "app:d", "x"]).unwrap(),
+        Value::BulkString(b"2".to_vec())
+    );
+    assert_eq!(
+        error(&mut c, &["ZINTERSTORE", "other", "1", "app:a"]),
+        "NOPERM No permissions to access a key"
+    );
+    assert_eq!(
+        error(&mut c, &["ZINTERSTORE", "app:d", "2", "app:a", "other"]),
+        "NOPERM No permissions to access a key"
+    );
+    assert_eq!(
+        run(
+            &mut c,
+            &["EVAL", "return KEYS[1]", "1", "app:k", "not-a-key"]
+        )
+        .unwrap(),
+        Value::BulkString(b"app:k".to_vec())
+    );
+    assert_eq!(
+        run(&mut c, &["CLIENT", "SETNAME", "web-1"]).unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        run(&mut c, &["CLIENT", "GETNAME"]).unwrap(),
+        Value::BulkString(b"web-1".to_vec())
+    );
+    // CLIENT LIST and KILL are admin commands in Redis, so `@dangerous`.
+    assert_eq!(
+        error(&mut c, &["CLIENT", "LIST"]),
+        "NOPERM User web has no permissions to run the 'client|list' command"
+    );
+}
+
 #[test]
 fn admin_only_commands_need_admin() {
     let s = Strata::with_config(&users());

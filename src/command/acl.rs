@@ -2,7 +2,7 @@
 //! `guard::acl`) look like from a client. The users are static configuration: there is no
 //! SETUSER, DELUSER, LOAD, SAVE or LOG.
 
-use super::table::{cmd, Command, LOADING, NOSCRIPT, STALE};
+use super::table::{cmd, Command, ADMIN, LOADING, NOSCRIPT, STALE};
 use super::{CmdError, CmdResult, Ctx};
 use bytes::Bytes;
 
@@ -23,7 +23,7 @@ pub static ACL: &[Command] = &[
     cmd(
         "list",
         2,
-        NOSCRIPT | LOADING | STALE,
+        ADMIN | NOSCRIPT | LOADING | STALE,
         (0, 0, 0),
         S_ADMIN,
         "server",
@@ -33,7 +33,7 @@ pub static ACL: &[Command] = &[
     cmd(
         "users",
         2,
-        NOSCRIPT | LOADING | STALE,
+        ADMIN | NOSCRIPT | LOADING | STALE,
         (0, 0, 0),
         S_ADMIN,
         "server",

@@ -5,7 +5,7 @@
 
 use super::args::{int, is};
 use super::error::{self, CmdError, CmdResult, DB_INDEX, SYNTAX};
-use super::table::{cmd, Command, FAST, LOADING, NOSCRIPT, REGISTRY, STALE};
+use super::table::{cmd, Command, ADMIN, LOADING, NOSCRIPT, REGISTRY, STALE};
 use super::Ctx;
 use crate::server::session::ClientInfo;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const S_CONN: &[&str] = &["connection"];
-const S_SLOW_CONN: &[&str] = &["admin", "slow", "dangerous", "connection"];
+const S_SLOW_CONN: &[&str] = &["slow", "connection"];
 
 pub static CLIENT: &[Command] = &[
     cmd(
@@ -60,13 +60,14 @@ pub static CLIENT: &[Command] = &[
     cmd(
         "list",
         -2,
-        NOSCRIPT | LOADING | STALE,
+        ADMIN | NOSCRIPT | LOADING | STALE,
         (0, 0, 0),
         S_SLOW_CONN,
         "connection",
         "Lists open connections.",
         client_list,
-    ),
+    )
+    .with_tips(&["nondeterministic_output"]),
     cmd(
         "info",
         2,
@@ -76,11 +77,12 @@ pub static CLIENT: &[Command] = &[
         "connection",
         "Returns information about the connection.",
         client_info,
-    ),
+    )
+    .with_tips(&["nondeterministic_output"]),
     cmd(
         "kill",
         -3,
-        NOSCRIPT | LOADING | STALE,
+        ADMIN | NOSCRIPT | LOADING | STALE,
         (0, 0, 0),
         S_SLOW_CONN,
         "connection",
@@ -90,7 +92,7 @@ pub static CLIENT: &[Command] = &[
     cmd(
         "no-evict",
         3,
-        NOSCRIPT | LOADING | STALE,
+        ADMIN | NOSCRIPT | LOADING | STALE,
         (0, 0, 0),
         S_SLOW_CONN,
         "connection",
@@ -139,7 +141,8 @@ pub static COMMAND: &[Command] = &[
         "server",
         "Returns information about one, multiple or all commands.",
         command_info,
-    ),
+    )
+    .with_tips(&["nondeterministic_output_order"]),
     cmd(
         "docs",
         -2,
@@ -149,7 +152,8 @@ pub static COMMAND: &[Command] = &[
         "server",
         "Returns documentary information about one, multiple or all commands.",
         command_docs,
-    ),
+    )
+    .with_tips(&["nondeterministic_output_order"]),
     cmd(
         "list",
         -2,
@@ -159,7 +163,8 @@ pub static COMMAND: &[Command] = &[
         "server",
         "Returns a list of command names.",
         command_list,
-    ),
+    )
+    .with_tips(&["nondeterministic_output_order"]),
     cmd(
         "help",
         2,
@@ -634,26 +639,20 @@ fn write_command_info(ctx: &mut Ctx<'_>, i: usize) {
     out.int(c.first_key as i64);
     out.int(c.last_key as i64);
     out.int(c.step as i64);
-    let mut cats: Vec<&str> = c.acl.to_vec();
-    if c.flag(super::table::WRITE) {
-        cats.push("write");
-    }
-    if c.flag(super::table::READONLY) {
-        cats.push("read");
-    }
-    if c.flag(FAST) && !cats.contains(&"fast") {
-        cats.push("fast");
-    } else if !c.flag(FAST) && !cats.contains(&"slow") {
-        cats.push("slow");
-    }
+    let cats = crate::guard::acl::categories(c);
     out.set(cats.len());
     for cat in cats {
         out.simple(&format!("@{cat}"));
     }
-    out.array(0);
-    out.array(0);
+    out.set(c.tips.len());
+    for tip in c.tips {
+        out.bulk(tip.as_bytes());
+    }
+    // Key specifications are not described (first/last/step are); Redis 7.0 sends them, and
+    // the subcommands, as sets.
+    out.set(0);
     let subs: Vec<usize> = reg.subcommands_of(i).collect();
-    out.array(subs.len());
+    out.set(subs.len());
     for s in subs {
         write_command_info(ctx, s);
     }

@@ -4,7 +4,7 @@
 use super::args::{int, is, parse_i64};
 use super::error::{self, CmdError, CmdResult, DB_INDEX, NO_SUCH_KEY, SYNTAX};
 use super::strings::Unit;
-use super::table::{cmd, Command, READONLY};
+use super::table::{cmd, Command, LOADING, READONLY, STALE};
 use super::Ctx;
 use crate::cache::entry::ValueRef;
 use crate::cache::glob::glob_match;
@@ -20,7 +20,8 @@ pub static OBJECT: &[Command] = &[
         "generic",
         "Returns the internal encoding of a Redis object.",
         object_encoding,
-    ),
+    )
+    .with_tips(&["nondeterministic_output"]),
     cmd(
         "refcount",
         3,
@@ -30,7 +31,8 @@ pub static OBJECT: &[Command] = &[
         "generic",
         "Returns the reference count of a value of a key.",
         object_refcount,
-    ),
+    )
+    .with_tips(&["nondeterministic_output"]),
     cmd(
         "idletime",
         3,
@@ -40,7 +42,8 @@ pub static OBJECT: &[Command] = &[
         "generic",
         "Returns the time since the last access to a Redis object.",
         object_idletime,
-    ),
+    )
+    .with_tips(&["nondeterministic_output"]),
     cmd(
         "freq",
         3,
@@ -50,11 +53,12 @@ pub static OBJECT: &[Command] = &[
         "generic",
         "Returns the logarithmic access frequency counter of a Redis object.",
         object_freq,
-    ),
+    )
+    .with_tips(&["nondeterministic_output"]),
     cmd(
         "help",
         2,
-        READONLY,
+        LOADING | STALE,
         (0, 0, 0),
         &["keyspace", "slow"],
         "generic",

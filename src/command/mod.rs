@@ -126,8 +126,8 @@ pub fn resolve(args: &[Bytes]) -> Result<usize, CmdError> {
 }
 
 /// Whether running this command needs the exclusive side of the store gate.
-fn needs_exclusive(c: &Command, argc: usize) -> bool {
-    c.flag(EXCLUSIVE) || c.key_positions(argc).nth(1).is_some()
+fn needs_exclusive(c: &Command, args: &[Bytes]) -> bool {
+    c.flag(EXCLUSIVE) || c.key_indexes(args).nth(1).is_some()
 }
 
 /// Runs one client request: the full admission path, then the handler (standalone mode).
@@ -213,7 +213,7 @@ pub fn admit(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]) 
 /// whole-store commands) and run the handler.
 pub fn run_local(app: &App, session: &mut Session, out: &mut Reply, idx: usize, args: &[Bytes]) {
     let c = REGISTRY.all[idx];
-    let exclusive = needs_exclusive(c, args.len());
+    let exclusive = needs_exclusive(c, args);
     let store = &app.store;
     let _gate = if exclusive {
         either::Left(store.exclusive())

@@ -16,7 +16,7 @@ pub static PUBSUB: &[Command] = &[
     cmd(
         "channels",
         -2,
-        LOADING | STALE,
+        super::table::PUBSUB | LOADING | STALE,
         (0, 0, 0),
         S_PUBSUB,
         "pubsub",
@@ -26,7 +26,7 @@ pub static PUBSUB: &[Command] = &[
     cmd(
         "numsub",
         -2,
-        LOADING | STALE,
+        super::table::PUBSUB | LOADING | STALE,
         (0, 0, 0),
         S_PUBSUB,
         "pubsub",
@@ -36,7 +36,7 @@ pub static PUBSUB: &[Command] = &[
     cmd(
         "numpat",
         2,
-        LOADING | STALE,
+        super::table::PUBSUB | LOADING | STALE,
         (0, 0, 0),
         S_PUBSUB,
         "pubsub",
@@ -48,7 +48,7 @@ pub static PUBSUB: &[Command] = &[
         2,
         LOADING | STALE,
         (0, 0, 0),
-        S_PUBSUB,
+        &["slow"],
         "pubsub",
         "Returns helpful text about the different subcommands.",
         pubsub_help,

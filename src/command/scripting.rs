@@ -41,7 +41,7 @@ mod native;
 
 use super::args::{int, is};
 use super::error::{CmdError, CmdResult, OOM, SCRIPT_DENIED};
-use super::table::{cmd, Command, DENYOOM, LOADING, NOSCRIPT, REGISTRY, STALE, WRITE};
+use super::table::{cmd, Command, ALLOW_BUSY, DENYOOM, LOADING, NOSCRIPT, REGISTRY, STALE, WRITE};
 use super::Ctx;
 use crate::app::App;
 use crate::server::reply::Reply;
@@ -461,17 +461,22 @@ pub static SCRIPT: &[Command] = &[
         "scripting",
         "Loads a server-side Lua script to the script cache.",
         script_load,
-    ),
+    )
+    .with_tips(&["request_policy:all_nodes", "response_policy:all_succeeded"]),
     cmd(
         "exists",
         -3,
-        NOSCRIPT | STALE,
+        NOSCRIPT,
         (0, 0, 0),
         S_SCRIPT,
         "scripting",
         "Determines whether server-side Lua scripts exist in the script cache.",
         script_exists,
-    ),
+    )
+    .with_tips(&[
+        "request_policy:all_shards",
+        "response_policy:agg_logical_and",
+    ]),
     cmd(
         "flush",
         -2,
@@ -481,17 +486,19 @@ pub static SCRIPT: &[Command] = &[
         "scripting",
         "Removes all server-side Lua scripts from the script cache.",
         script_flush,
-    ),
+    )
+    .with_tips(&["request_policy:all_nodes", "response_policy:all_succeeded"]),
     cmd(
         "kill",
         2,
-        NOSCRIPT,
+        NOSCRIPT | ALLOW_BUSY,
         (0, 0, 0),
         S_SCRIPT,
         "scripting",
         "Terminates a server-side Lua script during execution.",
         script_kill,
-    ),
+    )
+    .with_tips(&["request_policy:all_shards", "response_policy:one_succeeded"]),
     cmd(
         "debug",
         3,

@@ -37,7 +37,8 @@ pub static CONFIG: &[Command] = &[
         "server",
         "Sets configuration parameters in-flight.",
         config_set,
-    ),
+    )
+    .with_tips(&["request_policy:all_nodes", "response_policy:all_succeeded"]),
     cmd(
         "resetstat",
         2,
@@ -80,7 +81,8 @@ pub static SLOWLOG: &[Command] = &[
         "server",
         "Returns the slow log's entries.",
         slowlog_get,
-    ),
+    )
+    .with_tips(&["nondeterministic_output", "request_policy:all_nodes"]),
     cmd(
         "len",
         2,
@@ -90,7 +92,12 @@ pub static SLOWLOG: &[Command] = &[
         "server",
         "Returns the number of entries in the slow log.",
         slowlog_len,
-    ),
+    )
+    .with_tips(&[
+        "nondeterministic_output",
+        "request_policy:all_nodes",
+        "response_policy:agg_sum",
+    ]),
     cmd(
         "reset",
         2,
@@ -100,7 +107,8 @@ pub static SLOWLOG: &[Command] = &[
         "server",
         "Clears all entries from the slow log.",
         slowlog_reset,
-    ),
+    )
+    .with_tips(&["request_policy:all_nodes", "response_policy:all_succeeded"]),
     cmd(
         "help",
         2,
@@ -133,7 +141,12 @@ pub static MEMORY: &[Command] = &[
         "server",
         "Outputs a memory problems report.",
         memory_doctor,
-    ),
+    )
+    .with_tips(&[
+        "nondeterministic_output",
+        "request_policy:all_shards",
+        "response_policy:special",
+    ]),
     cmd(
         "stats",
         2,
@@ -143,7 +156,12 @@ pub static MEMORY: &[Command] = &[
         "server",
         "Returns details about memory usage.",
         memory_stats,
-    ),
+    )
+    .with_tips(&[
+        "nondeterministic_output",
+        "request_policy:all_shards",
+        "response_policy:special",
+    ]),
     cmd(
         "help",
         2,

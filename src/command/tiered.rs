@@ -128,17 +128,9 @@ fn upstream(args: &[Bytes]) -> redis::Cmd {
     cmd
 }
 
-/// The keys a command may change: its key positions, or EVAL's declared keys.
+/// The keys a command may change: its key arguments (EVAL's declared keys included).
 pub fn written_keys<'a>(c: &Command, args: &'a [Bytes]) -> Vec<&'a [u8]> {
-    if matches!(c.name, "eval" | "evalsha" | "eval_ro" | "evalsha_ro") {
-        let n = args
-            .get(2)
-            .and_then(|n| super::args::parse_i64(n))
-            .unwrap_or(0)
-            .max(0) as usize;
-        return args.iter().skip(3).take(n).map(|a| &a[..]).collect();
-    }
-    c.key_positions(args.len()).map(|i| &args[i][..]).collect()
+    c.key_indexes(args).map(|i| &args[i][..]).collect()
 }
 
 /// Removes from L1 every key a command wrote, and whole databases for the flushing commands.

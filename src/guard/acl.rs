@@ -377,19 +377,9 @@ impl User {
     }
 }
 
-/// The key arguments of a command: the table's key positions, and for EVAL and its variants
-/// the `numkeys` keys (the table cannot describe them).
-pub fn key_args<'a>(c: &Command, args: &'a [Bytes]) -> Box<dyn Iterator<Item = &'a [u8]> + 'a> {
-    if matches!(c.name, "eval" | "evalsha" | "eval_ro" | "evalsha_ro") {
-        let n = args
-            .get(2)
-            .and_then(|a| crate::command::args::parse_i64(a))
-            .unwrap_or(0)
-            .max(0) as usize;
-        let end = (3 + n).min(args.len());
-        return Box::new(args.get(3..end).unwrap_or(&[]).iter().map(|a| &a[..]));
-    }
-    Box::new(c.key_positions(args.len()).map(move |i| &args[i][..]))
+/// The key arguments of a command, as the table places them (`numkeys` ones included).
+pub fn key_args<'a>(c: &Command, args: &'a [Bytes]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    c.key_indexes(args).map(move |i| &args[i][..])
 }
 
 /// Every user: the `[[users]]` entries plus the built-in `default` unless one of them is it.

@@ -1,6 +1,7 @@
 //! The guard chain: the one place that decides whether an admitted, well-formed command may
 //! run (Valkey's processCommand): authentication, the connection's ACL user (commands and
-//! keys), pub/sub context and the memory bound, before any handler, so handlers never repeat
+//! keys), pub/sub context, commands refused inside MULTI and the memory bound, before any
+//! handler, so handlers never repeat
 //! checks. Scripts' `redis.call` applies the same ACL check (`acl::User::check`).
 
 pub mod acl;
@@ -10,7 +11,7 @@ pub mod rate;
 
 use crate::app::App;
 use crate::command::error::{CmdError, NOAUTH, OOM};
-use crate::command::table::{Command, DENYOOM, NO_AUTH};
+use crate::command::table::{Command, DENYOOM, NO_AUTH, NO_MULTI};
 use crate::server::session::Session;
 use bytes::Bytes;
 
@@ -45,6 +46,11 @@ pub fn admit(
             "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
             c.name
         )));
+    }
+    if c.flag(NO_MULTI) && session.multi.is_some() {
+        return Err(CmdError::new(
+            "ERR Command not allowed inside a transaction",
+        ));
     }
     if c.flag(DENYOOM) && app.store.maxmemory() > 0 {
         // Evicting changes the keyspace: it waits for (and never interleaves with) any

@@ -503,3 +503,166 @@ def test_incrbyfloat_formatting_matches_redis(strata, redis_server, start, incre
             c.close()
     want, got = results
     assert got == want
+
+
+# --------------------------------------------------------------------------------------------
+# Scripts: EVAL replies byte for byte (Lua to RESP conversion, redis.call/pcall results and
+# errors, cjson and bit, the sandbox, error texts with the script's sha)
+
+SCRIPTS = [
+    'return 3.7',
+    'return -3.7',
+    'return 2^53',
+    'return 1e20',
+    'return -0.0',
+    'return 0/0',
+    'return 1/0',
+    'return true',
+    'return false',
+    'return nil',
+    'return {1, 2, nil, 4}',
+    "return {1, {2, {3, 'x'}}, 'y'}",
+    'return {a=1}',
+    "return {err='my error'}",
+    "return {err='-NOPE nope'}",
+    "return {ok='fine'}",
+    "return redis.error_reply('boom')",
+    "return redis.error_reply('ERR boom')",
+    "return redis.status_reply('PONG2')",
+    'return {ok=1}',
+    'return {err=1}',
+    "return {1, true, false, 'a'}",
+    "return redis.call('GET', KEYS[1])",
+    "return redis.call('GET', 'nosuch')",
+    "return type(redis.call('GET', 'nosuch'))",
+    "return redis.call('INCR', 'n')",
+    "return type(redis.call('INCR', 'n'))",
+    "return redis.call('LRANGE', 'l', 0, -1)",
+    "return redis.call('HGETALL', 'h')",
+    "return redis.call('SET', 'x', 'y')",
+    "return type(redis.call('SET', 'x', 'y'))",
+    "return redis.call('SET', 'x', 'y')['ok']",
+    "return redis.pcall('INCR', KEYS[1])",
+    "local r = redis.pcall('INCR', KEYS[1]); return type(r)",
+    "local r = redis.pcall('INCR', KEYS[1]); return r['err']",
+    "return redis.call('INCR', KEYS[1])",
+    "return redis.call('NOSUCH')",
+    "return redis.pcall('NOSUCH')",
+    "return redis.call('GET')",
+    'return redis.call()',
+    'return redis.call(1)',
+    "return redis.call('GET', {})",
+    'return ARGV[1] .. ARGV[2]',
+    'return #KEYS + #ARGV',
+    'return tonumber(ARGV[2]) + 1',
+    'return cjson.encode({1, 2, 3})',
+    'return cjson.encode({a=1})',
+    'return cjson.encode({})',
+    "return cjson.encode({1.5, 'x', true, false})",
+    'return cjson.encode(1e20)',
+    'return cjson.encode(0.1)',
+    'return cjson.encode(cjson.null)',
+    'return cjson.decode(\'[1,2,{"a":null}]\')[3][\'a\'] == cjson.null and 1 or 0',
+    'return cjson.decode(\'{"a":[1,2,3]}\')[\'a\'][2]',
+    "return cjson.decode('[1.5]')[1] * 2",
+    "return cjson.decode('not json')",
+    'return bit.band(0xff, 0x0f)',
+    'return bit.tohex(255)',
+    'return bit.bor(1, 2, 4)',
+    'return bit.lshift(1, 40)',
+    'return bit.tobit(2^32 + 5)',
+    "return string.format('%d %s %5.2f', 42, 'x', 3.14159)",
+    'return tostring(1e15)',
+    'return tostring(1e16)',
+    'return tostring(0.1)',
+    'return tostring(123456789012)',
+    "return string.rep('ab', 3)",
+    "return table.concat({1, 2, 3}, ',')",
+    'return math.floor(-3.5)',
+    'return math.huge',
+    'return type(loadstring)',
+    'return type(os)',
+    'return type(io)',
+    'return type(dofile)',
+    '---',
+    "return redis.sha1hex('')",
+    'x = 1',
+    'return undefined_var',
+    "error('custom')",
+    "error({err='tbl'})",
+    "return redis.call('SET', KEYS[1], ARGV[1], 'PX')",
+    "redis.log(redis.LOG_WARNING, 'hello'); return 1",
+    'return redis.REPL_ALL',
+    'return redis.setresp(3)',
+    "redis.setresp(3); return redis.call('HGETALL', 'h')",
+    "redis.setresp(3); return type(redis.call('HGETALL', 'h'))",
+    'return {double=3.14}',
+    'return {map={a=1}}',
+    'return {set={a=true}}',
+    "return {big_number='123'}",
+    "return redis.call('PING')",
+    "return redis.call('ECHO', 'x')",
+    "return 'a' + 1",
+    "return #redis.call('KEYS', '*')",
+    'local t = {}; for i = 1, 5 do t[i] = i * 1.5 end; return t',
+    'return {0.5, -0.5, 1.999}',
+    "return string.byte('A')",
+    'return string.char(72, 105)',
+    "return select('#', 1, 2, 3)",
+    'return unpack({1, 2, 3})',
+    "return pcall(error, 'e')",
+    "local ok, e = pcall(error, 'e'); return e",
+    "local ok, e = pcall(redis.call, 'INCR', KEYS[1]); return e",
+    "local ok, e = pcall(redis.call, 'NOSUCH'); return e",
+    "return redis.call('EVAL', 'return 1', 0)",
+    "return redis.call('MULTI')",
+    "return redis.call('BLPOP', 'l', 0)",
+    "return redis.call('SUBSCRIBE', 'c')",
+]
+
+
+@pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
+def test_scripts_match_redis(strata, redis_server, protocol):
+    ours, ref = Wire(strata.port), Wire(redis_server.port)
+    try:
+        for w in (ours, ref):
+            if protocol == 3:
+                w.call("HELLO", "3")
+            w.call("FLUSHALL")
+            for setup in (["SET", "str", "hello"], ["SET", "n", "10"], ["RPUSH", "l", "a", "b"],
+                          ["HSET", "h", "f", "v"]):
+                w.call(*setup)
+        for script in SCRIPTS:
+            args = ["EVAL", script, "1", "str", "argv1", "2"]
+            assert ours.call(*args) == ref.call(*args), script
+    finally:
+        ours.close()
+        ref.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The command table as COMMAND reports it
+
+
+def command_table(port):
+    c = redis.Redis(port=port)
+    c.response_callbacks.clear()
+    table = {}
+    try:
+        for entry in c.execute_command("COMMAND"):
+            for e in [entry] + list(entry[9]):
+                # arity, flags, first key, last key, step, ACL categories, tips
+                table[e[0]] = (e[1], sorted(e[2]), e[3], e[4], e[5], sorted(e[6]), sorted(e[7]))
+    finally:
+        c.close()
+    return table
+
+
+def test_command_table_matches_redis(strata, redis_server):
+    """Every command and subcommand both servers have is described alike: arity, flags (so
+    `noscript` and `movablekeys`), key positions, ACL categories and tips."""
+    ours, ref = command_table(strata.port), command_table(redis_server.port)
+    common = sorted(set(ours) & set(ref))
+    assert len(common) > 150
+    differ = {name: (ours[name], ref[name]) for name in common if ours[name] != ref[name]}
+    assert differ == {}
