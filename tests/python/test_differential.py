@@ -238,6 +238,11 @@ class Wire:
 WIRE_SCRIPT = [
     (("PING",), "exact"),
     (("PING", "hi"), "exact"),
+    # Commands flagged no_multi are refused inside MULTI, which the refusal aborts.
+    (("MULTI",), "exact"),
+    (("SAVE",), "exact"),
+    (("SHUTDOWN",), "exact"),
+    (("EXEC",), "exact"),
     (("ECHO", "x\r\ny"), "exact"),
     (("SET", "s", "v"), "exact"),
     (("GET", "s"), "exact"),
