@@ -17,8 +17,9 @@ pub type Member = SmallVec<[u8; 24]>;
 type Map = IndexMap<Member, Box<[u8]>, foldhash::fast::RandomState>;
 type Members = IndexSet<Member, foldhash::fast::RandomState>;
 
-/// Redis's hash-max-listpack-entries: up to this size a hash is a small, ordered listpack.
-pub const LISTPACK_MAX: usize = 128;
+/// Redis's hash-max-listpack-entries (512 built in to Redis 7.0): up to this size a hash is a
+/// small, ordered listpack.
+pub const LISTPACK_MAX: usize = 512;
 
 /// Redis's set-max-intset-entries: up to this size a set of integers is an intset.
 pub const INTSET_MAX: usize = 512;
@@ -129,6 +130,11 @@ pub struct HashValue {
 impl HashValue {
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Whether Redis would keep this hash as a listpack (small and ordered).
+    pub fn is_listpack(&self) -> bool {
+        !self.hashtable
     }
 
     pub fn is_empty(&self) -> bool {

@@ -249,10 +249,6 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     })
 }
 
-/// Hashes up to this size are returned whole by one HSCAN call, as Redis does for small
-/// (listpack) hashes.
-const SCAN_WHOLE: usize = 128;
-
 pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let cursor = parse_cursor(&args[2])?;
     let o = scan_opts(&args[3..], false)?;
@@ -260,7 +256,8 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         let mut items: Vec<(&[u8], &[u8])> = Vec::new();
         let mut next = 0u64;
         if let Some(h) = h {
-            let (start, end) = if h.len() <= SCAN_WHOLE {
+            // A listpack hash is returned whole by one call, as Redis does.
+            let (start, end) = if h.is_listpack() {
                 (0, h.len())
             } else {
                 let s = (cursor as usize).min(h.len());
