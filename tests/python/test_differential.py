@@ -156,6 +156,26 @@ def snapshot(client):
     return state
 
 
+def compare_traffic(ours, ref, commands, run, snapshot, label):
+    """Flushes both servers, sends each of `commands` (generated lazily, so a generator may
+    look at the reference first) to the reference and then to Strata, fails at the first reply
+    that differs, naming the commands before it, and finally compares the keyspaces."""
+    ours.flushall()
+    ref.flushall()
+    history = []
+    for n, cmd in enumerate(commands):
+        history.append(cmd)
+        want = run(ref, cmd)
+        got = run(ours, cmd)
+        if got != want:
+            recent = "\n".join(f"  {c}" for c in history[-8:])
+            pytest.fail(
+                f"op {n}: {cmd}\n  redis:  {want!r}\n  strata: {got!r}\n"
+                f"last commands ({label}):\n{recent}"
+            )
+    assert snapshot(ours) == snapshot(ref)
+
+
 @pytest.mark.parametrize("protocol", [3, 2], ids=["resp3", "resp2"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_commands_match_redis(strata, redis_server, protocol, seed):
@@ -163,21 +183,8 @@ def test_random_commands_match_redis(strata, redis_server, protocol, seed):
     ours = redis.Redis(port=strata.port, protocol=protocol)
     ref = redis.Redis(port=redis_server.port, protocol=protocol)
     try:
-        ours.flushall()
-        ref.flushall()
-        history = []
-        for n in range(OPS_PER_SEED):
-            cmd = gen_command(rng)
-            history.append(cmd)
-            want = run(ref, cmd)
-            got = run(ours, cmd)
-            if got != want:
-                recent = "\n".join(f"  {c}" for c in history[-8:])
-                pytest.fail(
-                    f"op {n}: {cmd}\n  redis:  {want!r}\n  strata: {got!r}\n"
-                    f"last commands (seed {seed}, protocol {protocol}):\n{recent}"
-                )
-        assert snapshot(ours) == snapshot(ref)
+        commands = (gen_command(rng) for _ in range(OPS_PER_SEED))
+        compare_traffic(ours, ref, commands, run, snapshot, f"seed {seed}, protocol {protocol}")
     finally:
         ours.close()
         ref.close()

@@ -18,7 +18,7 @@ import random
 import pytest
 import redis
 
-from test_differential import run as run_plain
+from test_differential import compare_traffic, run as run_plain
 
 SEEDS = [11, 12, 13, 14, 15, 16, 17, 18]
 OPS_PER_SEED = 500
@@ -253,21 +253,8 @@ def test_random_collection_commands_match_redis(strata, redis_server, protocol, 
     ours = raw_client(strata.port, protocol)
     ref = raw_client(redis_server.port, protocol)
     try:
-        ours.flushall()
-        ref.flushall()
-        history = []
-        for n in range(OPS_PER_SEED):
-            cmd = lex_safe(ref, gen_command(rng))
-            history.append(cmd)
-            want = run(ref, cmd)
-            got = run(ours, cmd)
-            if got != want:
-                recent = "\n".join(f"  {c}" for c in history[-8:])
-                pytest.fail(
-                    f"op {n}: {cmd}\n  redis:  {want!r}\n  strata: {got!r}\n"
-                    f"last commands (seed {seed}, protocol {protocol}):\n{recent}"
-                )
-        assert snapshot(ours) == snapshot(ref)
+        commands = (lex_safe(ref, gen_command(rng)) for _ in range(OPS_PER_SEED))
+        compare_traffic(ours, ref, commands, run, snapshot, f"seed {seed}, protocol {protocol}")
     finally:
         ours.close()
         ref.close()
