@@ -3,7 +3,7 @@
 
 use super::args::{float, int, is, parse_f64, parse_i64};
 use super::error::{CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, OVERFLOW};
-use super::keys::{parse_cursor, scan_opts};
+use super::keys::member_scan;
 use super::strings::add_floats;
 use super::{typed, Ctx};
 use crate::cache::glob::glob_match;
@@ -220,7 +220,11 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
             out.bulk(k);
             return;
         };
-        let picks: Vec<usize> = if c >= 0 {
+        let picks: Vec<usize> = if c >= h.len() as i64 {
+            // The whole hash, in its own order (a listpack's is insertion order), as Redis
+            // answers a count at least the hash's size.
+            (0..h.len()).collect()
+        } else if c >= 0 {
             let idx: Vec<usize> = (0..h.len()).collect();
             idx.choose_multiple(&mut rng, (c as usize).min(h.len()))
                 .copied()
@@ -250,8 +254,9 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn hscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let cursor = parse_cursor(&args[2])?;
-    let o = scan_opts(&args[3..], false)?;
+    let Some((cursor, o)) = member_scan::<HashValue>(ctx, args)? else {
+        return Ok(());
+    };
     read(ctx, &args[1], |h, out| {
         let mut items: Vec<(&[u8], &[u8])> = Vec::new();
         let mut next = 0u64;

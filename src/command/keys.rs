@@ -276,6 +276,23 @@ pub struct ScanOpts {
     pub kind: Option<String>,
 }
 
+/// HSCAN, SSCAN and ZSCAN check in Redis's order: the cursor, then the key (a missing key is an
+/// empty scan whatever the options say; another type is WRONGTYPE), then the options. The
+/// cursor and options, or None once the empty reply is written.
+pub fn member_scan<T: crate::cache::value::Typed>(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+) -> Result<Option<(u64, ScanOpts)>, CmdError> {
+    let cursor = parse_cursor(&args[2])?;
+    if !super::typed::read(ctx, &args[1], |v: Option<&T>, _| v.is_some())? {
+        ctx.out.array(2);
+        ctx.out.bulk(b"0");
+        ctx.out.array(0);
+        return Ok(None);
+    }
+    Ok(Some((cursor, scan_opts(&args[3..], false)?)))
+}
+
 pub fn scan_opts(args: &[Bytes], allow_type: bool) -> Result<ScanOpts, CmdError> {
     let mut o = ScanOpts {
         pattern: None,

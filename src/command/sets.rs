@@ -7,11 +7,11 @@
 
 use super::args::{int, int_at_least, is, pop_count};
 use super::error::{CmdError, CmdResult, SYNTAX};
-use super::keys::{parse_cursor, scan_opts};
+use super::keys::member_scan;
 use super::{typed, Ctx};
 use crate::cache::entry::Entry;
 use crate::cache::glob::glob_match;
-use crate::cache::value::{Object, SetValue};
+use crate::cache::value::{Member, Object, SetValue};
 use crate::server::reply::Reply;
 use bytes::Bytes;
 use rand::seq::IndexedRandom;
@@ -70,6 +70,12 @@ pub fn scard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 pub fn spop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let count = pop_count(args)?;
     let popped = typed::update(ctx, &args[1], |s: &mut SetValue| {
+        if count.is_some_and(|c| c >= s.len()) {
+            // The whole set, in the order Redis replies it (an intset's is ascending).
+            let all: Vec<Member> = s.ordered().into_iter().map(Member::from_slice).collect();
+            while let Some(_m) = s.take_index(0) {}
+            return Ok(all);
+        }
         let mut rng = rand::rng();
         let n = count.unwrap_or(1).min(s.len());
         Ok((0..n)
@@ -119,6 +125,15 @@ pub fn srandmember(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
             out.array(0);
             return;
         };
+        if c >= s.len() as i64 {
+            // The whole set, in the order Redis replies it (an intset's is ascending).
+            let all = s.ordered();
+            out.array(all.len());
+            for m in all {
+                out.bulk(m);
+            }
+            return;
+        }
         let picks: Vec<usize> = if c >= 0 {
             let idx: Vec<usize> = (0..s.len()).collect();
             idx.choose_multiple(&mut rng, (c as usize).min(s.len()))
@@ -318,8 +333,9 @@ pub fn smove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 const SCAN_WHOLE: usize = 128;
 
 pub fn sscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let cursor = parse_cursor(&args[2])?;
-    let o = scan_opts(&args[3..], false)?;
+    let Some((cursor, o)) = member_scan::<SetValue>(ctx, args)? else {
+        return Ok(());
+    };
     typed::read(ctx, &args[1], |s: Option<&SetValue>, out| {
         let mut items: Vec<&[u8]> = Vec::new();
         let mut next = 0u64;

@@ -7,7 +7,7 @@
 
 use super::args::{index_range, int, is, parse_f64};
 use super::error::{CmdError, CmdResult, SYNTAX, WRONG_TYPE};
-use super::keys::{parse_cursor, scan_opts};
+use super::keys::member_scan;
 use super::{typed, Ctx};
 use crate::cache::entry::{Entry, ValueRef};
 use crate::cache::glob::glob_match;
@@ -785,8 +785,9 @@ pub fn zinterstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 const SCAN_WHOLE: usize = 128;
 
 pub fn zscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let cursor = parse_cursor(&args[2])?;
-    let o = scan_opts(&args[3..], false)?;
+    let Some((cursor, o)) = member_scan::<ZSetValue>(ctx, args)? else {
+        return Ok(());
+    };
     typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
         let mut items: Vec<(&[u8], f64)> = Vec::new();
         let mut next = 0u64;

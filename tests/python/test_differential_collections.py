@@ -329,3 +329,25 @@ def test_collection_edge_cases_match_redis(strata, redis_server, protocol):
     finally:
         ours.close()
         ref.close()
+
+
+@pytest.mark.parametrize("protocol", [3, 2], ids=["resp3", "resp2"])
+def test_whole_collection_replies_keep_redis_order(strata, redis_server, protocol):
+    """A count at least the collection's size returns all of it in the order Redis does: an
+    intset ascending, a listpack hash in insertion order (compared unsorted here)."""
+    ours = raw_client(strata.port, protocol)
+    ref = raw_client(redis_server.port, protocol)
+    try:
+        for c in (ours, ref):
+            c.flushall()
+        for cmd in (["SADD", "iset", "30", "-1", "7", "12"], ["SRANDMEMBER", "iset", "10"],
+                    ["SPOP", "iset", "4"], ["EXISTS", "iset"],
+                    ["HSET", "h", "z", "1", "a", "2", "m", "3"], ["HDEL", "h", "a"],
+                    ["HSET", "h", "b", "4"], ["HRANDFIELD", "h", "10"],
+                    ["HRANDFIELD", "h", "3", "WITHVALUES"], ["HSCAN", "str", "0", "NOVALUES"],
+                    ["SET", "str", "x"], ["HSCAN", "str", "0", "NOVALUES"],
+                    ["SSCAN", "nosuch", "0", "BOGUS"], ["ZSCAN", "str", "0", "COUNT", "x"]):
+            assert run_plain(ours, cmd) == run_plain(ref, cmd), cmd
+    finally:
+        ours.close()
+        ref.close()
