@@ -224,7 +224,8 @@ pub fn format_double(v: f64) -> String {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if v.is_nan() {
-        return "nan".into();
+        // glibc prints the sign of a NaN (0/0 is negative on x86), and so does Redis.
+        return if v.is_sign_negative() { "-nan" } else { "nan" }.into();
     }
     format_g(v, 17)
 }
