@@ -299,10 +299,7 @@ fn blpop_in_thread(port: u16, keys: &[&str], timeout: &str) -> std::thread::Join
     let mut args: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     args.push(timeout.to_string());
     std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut c = support::connect(port);
         redis::cmd("BLPOP").arg(&args).query(&mut c).unwrap()
     })
 }
@@ -388,10 +385,7 @@ fn blocking_timeouts_disconnects_and_blmove() {
     // BLMOVE waits for its source and moves the element.
     let port = strata.port;
     let mover = std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut c = support::connect(port);
         redis::cmd("BLMOVE")
             .arg(&["src", "dst", "LEFT", "RIGHT", "10"])
             .query::<Value>(&mut c)

@@ -265,10 +265,7 @@ fn two_instances_sharing_l2_enforce_one_limit() {
         .map(|t| {
             let port = ports[t % 2];
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = support::connect(port);
                 (0..40)
                     .map(|_| rate(&mut c, &["busy", "37", "60"])[0])
                     .sum::<i64>()
@@ -444,10 +441,7 @@ fn concurrent_rate_calls_through_l2_are_exact_and_fail_alone() {
         .map(|t| {
             let start = start.clone();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = support::connect(port);
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
                 let mut keys = Vec::new();

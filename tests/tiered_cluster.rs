@@ -242,10 +242,7 @@ fn rate_through_a_cluster_counts_each_key_on_its_node() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = support::connect(port);
                 (0..30)
                     .map(|i| {
                         let k = (t + i) % 10;

@@ -1,8 +1,8 @@
 //! The guard chain: the one place that decides whether an admitted, well-formed command may
 //! run (Valkey's processCommand): authentication, the connection's ACL user (commands and
 //! keys), pub/sub context, commands refused inside MULTI and the memory bound, before any
-//! handler, so handlers never repeat
-//! checks. Scripts' `redis.call` applies the same ACL check (`acl::User::check`).
+//! handler, so handlers never repeat checks. Scripts' `redis.call` applies the same ACL check
+//! (`acl::User::check`).
 
 pub mod acl;
 pub mod breaker;

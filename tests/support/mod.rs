@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 /// A free loopback port (bound then released). A port is never handed out twice by one test
 /// binary, so two servers started by concurrent tests cannot race for the same port (the
 /// loser would exit and the test would talk to the other test's server).
+/// A client connection to a RESP server on a loopback port (for threads, which get the port
+/// rather than the server).
+pub fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .expect("client")
+        .get_connection()
+        .expect("connect")
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
@@ -135,7 +144,7 @@ impl Strata {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        self.client().get_connection().expect("connect")
+        connect(self.port)
     }
 
     pub fn raw(&self) -> Raw {
@@ -218,10 +227,7 @@ impl RedisServer {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .expect("client")
-            .get_connection()
-            .expect("connect")
+        connect(self.port)
     }
 
     pub fn raw(&self) -> Raw {
