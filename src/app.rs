@@ -34,6 +34,8 @@ pub struct App {
     /// This instance's QUERY result cache.
     pub queries: Arc<QueryCache>,
     pub clients: Clients,
+    /// The busy-polling spinner connections report their requests to.
+    pub busy_poll: crate::server::busy_poll::BusyPoll,
     pub metrics: Metrics,
     pub slowlog: SlowLog,
     pub scripts: Scripts,
@@ -103,6 +105,9 @@ impl App {
         let (tx, _) = watch::channel(false);
         let store = Arc::new(Store::new(config.server.databases));
         let mut metrics = Metrics::default();
+        let busy_poll = crate::server::busy_poll::BusyPoll::new(std::time::Duration::from_micros(
+            config.server.busy_poll_us,
+        ));
         let l2 = config.l2.enabled().then(|| {
             L2::new(
                 &config.l2,
@@ -163,6 +168,7 @@ impl App {
             config: RwLock::new(config),
             config_file,
             clients: Clients::default(),
+            busy_poll,
             metrics,
             slowlog: SlowLog::default(),
             scripts: Scripts::default(),

@@ -102,6 +102,9 @@ pub struct ServerConfig {
     pub hz: u32,
     /// Worker threads (0 = one per available core).
     pub threads: usize,
+    /// The longest window, in microseconds, the single-threaded runtime keeps polling its
+    /// sockets after a request before it sleeps (0 = never; server::busy_poll).
+    pub busy_poll_us: u64,
     /// A Lua script running longer than this many milliseconds is aborted with an error, so a
     /// runaway script cannot hold the store forever.
     pub lua_time_limit_ms: u64,
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             slowlog_max_len: 128,
             hz: 10,
             threads: 0,
+            busy_poll_us: 200,
             lua_time_limit_ms: 5000,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -657,6 +661,9 @@ impl Config {
         }
         if self.server.hz == 0 || self.server.hz > 500 {
             return bad("server.hz", "must be between 1 and 500");
+        }
+        if self.server.busy_poll_us > 10_000 {
+            return bad("server.busy_poll_us", "must be between 0 and 10000");
         }
         if self.l1.max_entries == 0 {
             return bad("l1.max_entries", "must be at least 1");
@@ -1379,6 +1386,10 @@ mod tests {
         assert!(e.0.contains("l1.maxmemory_policy"), "{e}");
         let e = load_str("[l1]\nmaxmemory = \"12zb\"\n", &[]).unwrap_err();
         assert!(e.0.contains("l1.maxmemory"), "{e}");
+        let e = load_str("[server]\nbusy_poll_us = 10001\n", &[]).unwrap_err();
+        assert!(e.0.contains("server.busy_poll_us"), "{e}");
+        let c = load_str("[server]\nbusy_poll_us = 0\n", &[]).unwrap();
+        assert_eq!(c.server.busy_poll_us, 0);
     }
 
     #[test]

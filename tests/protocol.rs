@@ -810,3 +810,51 @@ fn a_thousand_concurrent_connections() {
         start.elapsed()
     );
 }
+
+/// CPU ticks (user + system) a process has used so far, from /proc/<pid>/stat.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// With one worker thread and busy polling on (server::busy_poll), requests one at a time,
+/// pipelined and blocking are all served, and once requests stop the server goes back to
+/// sleep: an idle second costs it almost no CPU (a spinner stuck spinning would use the whole
+/// second, about 100 ticks).
+#[test]
+fn busy_polling_serves_requests_and_sleeps_when_idle() {
+    let s = Strata::with_config("[server]\nthreads = 1\nbusy_poll_us = 2000\n");
+    let mut c = s.conn();
+    for i in 0..2000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("GET").arg(format!("k{i}"));
+    }
+    let got: Vec<i64> = p.query(&mut c).unwrap();
+    assert_eq!(got, (0..2000).collect::<Vec<i64>>());
+    // A timer still fires while the runtime spins or sleeps.
+    let t = Instant::now();
+    let r: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("nothing")
+        .arg(0.2)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, None);
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(s.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = cpu_ticks(s.pid()) - before;
+    assert!(idle < 30, "an idle second cost {idle} ticks of CPU");
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+}

@@ -243,6 +243,7 @@ async fn run(
             return Close::Killed;
         }
         app.metrics.net_input_bytes.inc_by(n as u64);
+        app.busy_poll.touch();
         session.now_ms = command::unix_ms();
         info.last_ms.store(session.now_ms, Ordering::Relaxed);
         loop {

@@ -4,6 +4,7 @@
 //! `command::execute`.
 
 pub mod blocking;
+pub mod busy_poll;
 pub mod clients;
 pub mod connection;
 pub mod frame;
@@ -99,6 +100,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs until shutdown: accepts clients on every listener and drives the cron.
 pub async fn run(app: Arc<App>, listeners: Listeners) {
     tokio::spawn(cron(app.clone()));
+    if app.busy_poll.applies() {
+        let app = app.clone();
+        tokio::spawn(async move { app.busy_poll.run().await });
+    }
     let mut shutdown = app.shutdown_signal();
     let mut backoff = Duration::from_millis(5);
     let (plain, tls) = (listeners.plain, listeners.tls);
