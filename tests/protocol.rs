@@ -826,7 +826,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// second, about 100 ticks).
 #[test]
 fn busy_polling_serves_requests_and_sleeps_when_idle() {
-    let s = Strata::with_config("[server]\nthreads = 1\nbusy_poll_us = 2000\n");
+    let http = support::free_port();
+    let s = Strata::with_config(&format!(
+        "[server]\nthreads = 1\nbusy_poll_us = 2000\n[http]\nlisten = \"127.0.0.1:{http}\"\n"
+    ));
+    let started = Instant::now();
     let mut c = s.conn();
     for i in 0..2000 {
         let _: () = redis::cmd("SET")
@@ -857,4 +861,17 @@ fn busy_polling_serves_requests_and_sleeps_when_idle() {
     assert!(idle < 30, "an idle second cost {idle} ticks of CPU");
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
+    // The time spent polling is exported, and it is less than the test has run.
+    let (_, metrics) = support::http_get(http, "/metrics");
+    let spun: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_busy_poll_seconds_total "))
+        .expect("strata_busy_poll_seconds_total in /metrics")
+        .parse()
+        .unwrap();
+    let ran = started.elapsed().as_secs_f64();
+    assert!(
+        spun > 0.0 && spun < ran,
+        "busy polled for {spun} s of {ran} s"
+    );
 }

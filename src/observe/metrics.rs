@@ -442,6 +442,8 @@ pub struct Metrics {
     pub error_replies: Counter,
     pub net_input_bytes: Counter,
     pub net_output_bytes: Counter,
+    /// Time the single-threaded runtime spent busy polling instead of sleeping (server::busy_poll).
+    pub busy_poll_seconds: Counter<f64, AtomicU64>,
     pub layers: LayerSeries,
     /// Round trips to L2 (tiered mode), in seconds.
     pub l2_latency: Histogram,
@@ -574,6 +576,12 @@ impl Default for Metrics {
             "Bytes written to clients",
             net_output_bytes.clone(),
         );
+        let busy_poll_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "busy_poll_seconds",
+            "Time spent busy polling for the next request instead of sleeping",
+            busy_poll_seconds.clone(),
+        );
         let layers = LayerSeries::default();
         let l = &layers;
         registry.register(
@@ -656,6 +664,7 @@ impl Default for Metrics {
             error_replies,
             net_input_bytes,
             net_output_bytes,
+            busy_poll_seconds,
             layers,
             l2_latency,
         }

@@ -11,7 +11,8 @@
 //! thread, or a process limited to one core): with several workers one of them holds the I/O
 //! driver while it sleeps and a spinning task elsewhere could not see the sockets.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -61,8 +62,8 @@ impl BusyPoll {
 
     /// The spinner task: sleeps until a request arrives, then yields to the runtime until no
     /// request has arrived for the current window, and adapts the window to how long it then
-    /// slept.
-    pub async fn run(&self) {
+    /// slept. The time spent spinning is added to `spent`.
+    pub async fn run(&self, spent: &Counter<f64, AtomicU64>) {
         let mut window = self.max;
         loop {
             self.asleep.store(true, Ordering::Release);
@@ -73,7 +74,8 @@ impl BusyPoll {
                 continue;
             }
             self.active.store(false, Ordering::Relaxed);
-            let mut quiet_since = Instant::now();
+            let started = Instant::now();
+            let mut quiet_since = started;
             loop {
                 tokio::task::yield_now().await;
                 if self.active.swap(false, Ordering::Relaxed) {
@@ -82,6 +84,7 @@ impl BusyPoll {
                     break;
                 }
             }
+            spent.inc_by(started.elapsed().as_secs_f64());
         }
     }
 }
@@ -173,9 +176,10 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let bp = std::sync::Arc::new(BusyPoll::new(MAX));
+            let spent = Counter::<f64, AtomicU64>::default();
             let spinner = tokio::spawn({
-                let bp = bp.clone();
-                async move { bp.run().await }
+                let (bp, spent) = (bp.clone(), spent.clone());
+                async move { bp.run(&spent).await }
             });
             tokio::time::sleep(Duration::from_millis(5)).await;
             assert!(bp.asleep.load(Ordering::Acquire), "idle spinner sleeps");
@@ -187,6 +191,9 @@ mod tests {
                 bp.asleep.load(Ordering::Acquire),
                 "asleep again after the window"
             );
+            // It spun for a while (the window) and no longer than the 20 ms it was given.
+            let s = spent.get();
+            assert!(s > 0.0 && s < 0.02, "spun {s} s");
             spinner.abort();
         });
     }

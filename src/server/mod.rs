@@ -102,7 +102,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners) {
     tokio::spawn(cron(app.clone()));
     if app.busy_poll.applies() {
         let app = app.clone();
-        tokio::spawn(async move { app.busy_poll.run().await });
+        tokio::spawn(async move { app.busy_poll.run(&app.metrics.busy_poll_seconds).await });
     }
     let mut shutdown = app.shutdown_signal();
     let mut backoff = Duration::from_millis(5);
