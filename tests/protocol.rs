@@ -9,7 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{encode, rss_kib, wait_until, Raw, RedisServer, Strata};
+use support::{cpu_ticks, encode, rss_kib, wait_until, Raw, RedisServer, Strata};
 
 /// What a connection received after sending `input`: `want.len()` bytes (or fewer if the
 /// server closed first), and whether the server then closed the connection.
@@ -809,15 +809,6 @@ fn a_thousand_concurrent_connections() {
         "took {:?}",
         start.elapsed()
     );
-}
-
-/// CPU ticks (user + system) a process has used so far, from /proc/<pid>/stat.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// With one worker thread and busy polling on (server::busy_poll), requests one at a time,

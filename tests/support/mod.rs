@@ -714,13 +714,31 @@ pub fn resp_len(buf: &[u8]) -> Option<usize> {
     value(buf, 0)
 }
 
-/// A process's state letter and parent pid, from `/proc/<pid>/stat` (`None` once it is gone).
-/// The command name may hold spaces and parentheses, so fields are read after its last ')'.
-pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
+/// The fields of `/proc/<pid>/stat` after the command name, from the state letter on (`None`
+/// once the process is gone). The command name may hold spaces and parentheses, so fields are
+/// read after its last ')'.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    Some((state, fields.next()?.parse().ok()?))
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// A process's state letter and parent pid, from `/proc/<pid>/stat` (`None` once it is gone).
+pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let f = stat_fields(pid)?;
+    Some((f.first()?.chars().next()?, f.get(1)?.parse().ok()?))
+}
+
+/// CPU ticks (user + system) a running process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let f = stat_fields(pid).unwrap_or_else(|| panic!("process {pid} is gone"));
+    // utime and stime: the 14th and 15th fields, the 12th and 13th after the command name.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// True once the process is gone (or a zombie nobody reaped yet).
