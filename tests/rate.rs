@@ -15,7 +15,8 @@ fn rate(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
     redis::cmd("RATE").arg(args).query(c).expect("RATE")
 }
 
-/// Makes RATE's L2 key for `str` a string, so that a window call on it fails with WRONGTYPE.
+/// Makes RATE's L2 key for `str` a string that is not a log (one byte), so that a window call
+/// on it fails with WRONGTYPE.
 fn plant_wrong_type(cu: &mut redis::Connection) {
     let _: () = redis::cmd("SET")
         .arg("strata:rate:{str}")
@@ -24,9 +25,12 @@ fn plant_wrong_type(cu: &mut redis::Connection) {
         .expect("SET");
 }
 
-/// The number of entries in a window log (a sorted set) on the upstream.
+/// The number of entries in a window log on the upstream (a string of 16-byte records after a
+/// 16-byte anchor; none when the key is missing).
 fn log_len(cu: &mut redis::Connection, key: impl redis::ToRedisArgs) -> i64 {
-    redis::cmd("ZCARD").arg(key).query(cu).expect("ZCARD")
+    let bytes: i64 = redis::cmd("STRLEN").arg(key).query(cu).expect("STRLEN");
+    assert_eq!(bytes % 16, 0, "{bytes} bytes");
+    (bytes / 16 - 1).max(0)
 }
 
 fn throttle(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
@@ -625,4 +629,285 @@ fn one_batch_applies_its_calls_in_order_and_fails_only_the_wrong_one() {
         let n = log_len(&mut cu, format!("strata:rate:{{{key}}}"));
         assert_eq!(n, admitted[key], "{key}: one entry per admitted call");
     }
+}
+
+/// One call of the window script's property test: its policy (cost; limit and window in ms per
+/// window) and its keys (distinct, one per window). A key is named after its window as well:
+/// a log is always checked against one window length (RATE's callers give a key one policy;
+/// a key checked against a shorter window drops what left that window, in either place, but not
+/// at the same moment).
+#[derive(Clone, Debug)]
+struct ScriptCall {
+    cost: u64,
+    windows: Vec<(u64, u64)>,
+    keys: Vec<usize>,
+}
+
+impl ScriptCall {
+    fn names(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .zip(&self.windows)
+            .map(|(k, (_, ms))| format!("p{k}:{ms}"))
+            .collect()
+    }
+}
+
+/// The window script's replies to one batch at a simulated `TIME` (µs): per call, its five
+/// integers per window, or its error.
+fn script_batch(
+    cu: &mut redis::Connection,
+    now_us: u64,
+    calls: &[ScriptCall],
+) -> Vec<Result<Vec<[i64; 5]>, String>> {
+    let body = strata::guard::limiter::WINDOW_LUA.replace(
+        "local t = rcall('TIME')",
+        &format!(
+            "local t = {{'{}', '{}'}}",
+            now_us / 1_000_000,
+            now_us % 1_000_000
+        ),
+    );
+    assert_ne!(body, strata::guard::limiter::WINDOW_LUA, "TIME not found");
+    // One policy per call, then where each one starts.
+    let mut policies: Vec<u64> = Vec::new();
+    let mut starts = Vec::new();
+    for c in calls {
+        starts.push(2 + policies.len() as u64);
+        policies.push(c.windows.len() as u64);
+        policies.push(c.cost);
+        for &(limit, ms) in &c.windows {
+            policies.extend([limit, ms]);
+        }
+    }
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(body);
+    cmd.arg(calls.iter().map(|c| c.keys.len()).sum::<usize>());
+    for c in calls {
+        for name in c.names() {
+            cmd.arg(format!("strata:rate:{{{name}}}"));
+        }
+    }
+    cmd.arg(policies.len()).arg(&policies).arg(&starts);
+    let reply: Vec<redis::Value> = cmd.query(cu).expect("EVAL");
+    let mut it = reply.into_iter();
+    let int = |v: Option<redis::Value>| match v {
+        Some(redis::Value::Int(n)) => n,
+        v => panic!("not an integer: {v:?}"),
+    };
+    calls
+        .iter()
+        .map(|c| match it.next() {
+            Some(redis::Value::Int(r)) if r < 0 && c.windows.len() == 1 => {
+                let (limit, ms) = c.windows[0];
+                Ok(vec![[1, limit as i64, -1 - r, 0, ms as i64]])
+            }
+            Some(redis::Value::Int(n)) => {
+                assert_eq!(n, 5 * c.windows.len() as i64);
+                Ok((0..c.windows.len())
+                    .map(|_| [(); 5].map(|_| int(it.next())))
+                    .collect())
+            }
+            Some(redis::Value::BulkString(e)) => Err(String::from_utf8_lossy(&e).into_owned()),
+            v => panic!("unexpected reply {v:?}"),
+        })
+        .collect()
+}
+
+/// A policy of the window script's tests: cost, then limit and window (ms) per window.
+type Policy = (u64, Vec<(u64, u64)>);
+
+/// A batch of the window script's tests: how far the clock moves before it (ms), then per call
+/// its policy (an index into the policies), its first key and the distance to its second.
+type Batch = (i64, Vec<(usize, usize, usize)>);
+
+/// Replays batches through the window script (on a flushed upstream, its `TIME` simulated from
+/// `start_ms`) and through a `LocalLimiter` on the same clock, and compares every reply.
+fn replay(
+    up: &RedisServer,
+    start_ms: u64,
+    policies: &[Policy],
+    batches: &[Batch],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use strata::guard::rate::{LocalLimiter, Space, Window};
+
+    let mut cu = up.conn();
+    let _: () = redis::cmd("FLUSHALL").query(&mut cu).unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut cu).unwrap();
+    let mut now_ms = start_ms;
+    let clock_ms = Arc::new(AtomicU64::new(now_ms));
+    let c = clock_ms.clone();
+    let local =
+        LocalLimiter::with_clock(1000, Arc::new(move || c.load(Ordering::SeqCst) * 1_000_000));
+    for (step, picks) in batches {
+        now_ms = now_ms.saturating_add_signed(*step);
+        clock_ms.store(now_ms, Ordering::SeqCst);
+        let calls: Vec<ScriptCall> = picks
+            .iter()
+            .map(|&(p, k, d)| {
+                let (cost, windows) = policies[p % policies.len()].clone();
+                let keys = (0..windows.len()).map(|i| (k + i * d) % 3).collect();
+                ScriptCall {
+                    cost,
+                    windows,
+                    keys,
+                }
+            })
+            .collect();
+        let got = script_batch(&mut cu, now_ms * 1000, &calls);
+        for (i, (call, got)) in calls.iter().zip(got).enumerate() {
+            let names = call.names();
+            let checks: Vec<(Space, &[u8], Window)> = names
+                .iter()
+                .zip(&call.windows)
+                .map(|(n, &(limit, window_ms))| {
+                    (Space::Rate, n.as_bytes(), Window { limit, window_ms })
+                })
+                .collect();
+            let want: Vec<[i64; 5]> = local
+                .windows(&checks, call.cost)
+                .iter()
+                .map(|v| v.as_array())
+                .collect();
+            proptest::prop_assert_eq!(
+                got,
+                Ok(want),
+                "call {} of the batch at {}: {:?}",
+                i,
+                now_ms,
+                call
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An hour ahead of the real clock (ms), so that no key the script writes expires while a test
+/// runs.
+fn simulated_start() -> u64 {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    unix_ms + 3_600_000
+}
+
+// Feature: db-cache-optimization, Property 29: Sliding Window Rate Limiting
+/// The window script L2 runs, on a real redis-server with its `TIME` replaced by a simulated
+/// clock (whole milliseconds), answers every call of every batch exactly as the in-process log
+/// does (`LocalLimiter`, the L1 state, driven by the same clock): admitted or not, remaining,
+/// retry and reset, for single windows (RATE) and pairs of windows recorded all or nothing (the
+/// QUERY limits), with calls of one batch sharing one time. Limits up to 150 and batches of up
+/// to 64 calls make logs longer than the 64 records the script reads at once, so its reads
+/// further back are checked as well. (The clock only moves forward here: when it goes back,
+/// both count from their newest entry, but the local log forgets an expired entry as soon as a
+/// call sees it, the script only once per window.)
+#[test]
+fn the_l2_window_script_replies_as_the_local_log() {
+    use proptest::prelude::*;
+
+    let up = RedisServer::start();
+    let policy = (
+        prop_oneof![3 => Just(1u64), 1 => 2u64..=6],
+        prop::collection::vec(
+            (
+                prop_oneof![1u64..=10, 60u64..=150],
+                prop::sample::select(vec![1u64, 2, 5, 50, 300]),
+            ),
+            1..=2,
+        ),
+    );
+    let step = prop_oneof![
+        3 => Just(0i64),
+        4 => 1i64..=5,
+        2 => 20i64..=400,
+        1 => 400i64..=2000,
+    ];
+    let strategy = (
+        prop::collection::vec(policy, 1..=3),
+        prop::collection::vec(
+            (
+                step,
+                prop::collection::vec((0usize..3, 0usize..3, 1usize..3), 1..=64),
+            ),
+            1..=20,
+        ),
+    );
+    let mut runner =
+        proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(100));
+    let result = runner.run(&strategy, |(policies, batches)| {
+        replay(&up, simulated_start(), &policies, &batches)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// The window script past its 64-record tail, step by step: a window of 300 ms, 100 calls
+/// 100 ms into a period, 50 more 100 ms later; the first call of the next period rewrites a log
+/// whose live records start before the tail; then, once the first 50 have left, admitted and
+/// denied calls (the denied ones searching records before the tail for their retry time) reply
+/// as the local log does.
+#[test]
+fn the_l2_window_script_reads_a_long_log_past_its_tail() {
+    let up = RedisServer::start();
+    // Key 0 alone: one window of 300 ms, limit 1000 at cost 1; cost 900 and cost 960 on it.
+    let policies: Vec<Policy> = vec![
+        (1, vec![(1000, 300)]),
+        (900, vec![(1000, 300)]),
+        (960, vec![(1000, 300)]),
+    ];
+    let start = simulated_start() / 300 * 300 + 100;
+    let ones = |n| vec![(0usize, 0usize, 1usize); n];
+    let batches: Vec<Batch> = vec![
+        (0, ones(50)),
+        (0, ones(50)),
+        (100, ones(50)),
+        // 350 ms after the first calls: the next period (its first call rewrites the log).
+        (150, ones(2)),
+        // 420 ms: the first 100 have left; 52 are live.
+        (70, vec![(0, 0, 1), (1, 0, 1), (2, 0, 1), (0, 0, 1)]),
+        (1, vec![(2, 0, 1), (1, 0, 1)]),
+    ];
+    if let Err(e) = replay(&up, start, &policies, &batches) {
+        panic!("{e}");
+    }
+}
+
+/// A RATE log an older Strata kept in L2 as a sorted set is dropped and started again as a
+/// string log; a key holding another type fails with WRONGTYPE and keeps its value.
+#[test]
+fn an_older_sorted_set_log_is_replaced_and_other_types_fail() {
+    let up = RedisServer::start();
+    let s = tiered(up.port, "");
+    let mut c = s.conn();
+    let mut cu = up.conn();
+    let _: () = redis::cmd("ZADD")
+        .arg("strata:rate:{old}")
+        .arg(1)
+        .arg("00000000000000000:1:1")
+        .query(&mut cu)
+        .unwrap();
+    assert_eq!(rate(&mut c, &["old", "5", "60"]), [1, 5, 4, 0, 60_000]);
+    assert_eq!(rate(&mut c, &["old", "5", "60"]), [1, 5, 3, 0, 60_000]);
+    let kind: String = redis::cmd("TYPE")
+        .arg("strata:rate:{old}")
+        .query(&mut cu)
+        .unwrap();
+    assert_eq!(kind, "string");
+    assert_eq!(log_len(&mut cu, "strata:rate:{old}"), 2);
+
+    let _: () = redis::cmd("RPUSH")
+        .arg("strata:rate:{list}")
+        .arg("x")
+        .query(&mut cu)
+        .unwrap();
+    let e = error(&mut c, "RATE", &["list", "5", "60"]);
+    assert!(e.contains("WRONGTYPE"), "{e}");
+    let len: i64 = redis::cmd("LLEN")
+        .arg("strata:rate:{list}")
+        .query(&mut cu)
+        .unwrap();
+    assert_eq!(len, 1);
 }

@@ -3,7 +3,7 @@
 //!
 //! Standalone, the state is this process's [`LocalLimiter`]. With `[l2]` configured it lives in
 //! Valkey, so every Strata instance counts against the same limits: each call is applied by an
-//! atomic Lua script (a sorted-set log per sliding window, a TAT string per GCRA key) that reads
+//! atomic Lua script (a log string per sliding window, a TAT string per GCRA key) that reads
 //! the time with `TIME` on the Valkey server, so instances whose clocks disagree still agree on
 //! the window. Redis 7 and Valkey replicate scripts by effects, which is what makes `TIME`
 //! before a write allowed. Keys: `strata:rate:{<key>}` (RATE), `strata:cell:{<key>}`
@@ -42,129 +42,145 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The sliding-window script: a batch of calls, applied in order, each exactly as if it were
 /// alone (a later call sees what an earlier one recorded: one key twice counts twice). KEYS:
-/// every call's sorted sets, call after call. ARGV: the number `m` of policy arguments, the
-/// batch's distinct policies (per policy its number of windows `n`, its cost, then per window
-/// its limit and window in milliseconds), then per call where its policy starts in ARGV. (A
-/// batch of RATE calls with one policy is two arguments a call: less for Strata to write, for
-/// Redis to read and for the script to convert.) Reply, flat, call after call: `-1 - remaining`
-/// when the call's only window admits it (the common case: one integer), `5n` and five
-/// integers per window otherwise, or the error text (a string) when the call failed (say
-/// `WRONGTYPE`, the key holding something else): the calls run under one `pcall` that the
-/// script resumes after a failed call, so one call's error fails only that call. A table per
-/// call would cost Redis 7.0 more to convert than the flat array.
+/// every call's logs, call after call. ARGV: the number `m` of policy arguments, the batch's
+/// distinct policies (per policy its number of windows `n`, its cost, then per window its limit
+/// and window in milliseconds), then per call where its policy starts in ARGV. (A batch of RATE
+/// calls with one policy is two arguments a call: less for Strata to write, for Redis to read
+/// and for the script to convert.) Reply, flat, call after call: `-1 - remaining` when the
+/// call's only window admits it (the common case: one integer), `5n` and five integers per
+/// window otherwise, or the error text (a string) when the call failed (say `WRONGTYPE`, the
+/// key holding something else): the calls run under one `pcall` that the script resumes after a
+/// failed call, so one call's error fails only that call. A table per call would cost Redis 7.0
+/// more to convert than the flat array.
 ///
-/// Members are `<cumulative cost before the call, zero-padded>:<cost>:<time>`, scored by the
-/// time in microseconds: members of one microsecond sort in the order they were added (the
-/// cumulative cost only grows, and it is zero-padded), which is what lets every call of a
-/// batch share one `TIME`; the count in the window is the newest member's cumulative cost
-/// after it minus the first live member's before it. A denied call finds the entry whose
-/// expiry frees enough units by binary search over offsets from the first live one. The time
-/// is in the member so that no score is ever read (Redis 7.0 prints scores with `%.17g`:
-/// `WITHSCORES` costs more than the `ZRANGE` itself).
+/// A log is a string of 16-byte records, oldest first: the time of an admitted call in
+/// microseconds and the units counted up to and including it, two little-endian doubles
+/// (`struct.pack('<dd')`; exact for integers below 2^53). The first record is an anchor at time
+/// 0 holding the count before the oldest kept record, so the units in the window are the newest
+/// record's count minus the count of the last record that left it. Every call of a batch shares
+/// one `TIME`; records of one microsecond stay in the order they were added.
 ///
-/// The batch is one `TIME`; an admitted call is two `ZRANGE`s and a `ZADD`. Only the first
-/// call of each period of one window (periods aligned on multiples of the window) also drops
-/// the entries that left the window and sets the key to expire at the end of the next period:
-/// a key holds at most two windows of entries and expires one to two windows after the last
-/// call it admitted. A log written by an older Strata (members without a time) is dropped. A
-/// call is recorded in every window only if every window admits it.
+/// An admitted call is two commands: a `GETRANGE` of the log's last 64 records (which hold
+/// every live record unless more than 63 are live; then `STRLEN` and one `GETRANGE` per step of
+/// a binary search reach further back) and an `APPEND` of its record. Only the first admitted
+/// call of each period of one window (periods aligned on multiples of the window) rewrites the
+/// log instead, with `SET ... PXAT`: a new anchor, the live records and its own, expiring at the
+/// end of the next period. A key therefore holds at most two windows of records and expires one
+/// to two windows after the last call it admitted. A denied call finds the record whose expiry
+/// frees enough units by binary search over the live ones. A log written by an older Strata (a
+/// sorted set) is dropped; a string that is not a log fails with `WRONGTYPE`. A call is recorded
+/// in every window only if every window admits it.
 ///
-/// Strings and numbers are converted as little as possible (a `string.format` costs a third of
-/// a `redis.call`, `tonumber` of a string twice what `s + 0` does): the score of a call at
-/// `TIME` is pasted from `TIME`'s two strings, the strings that depend only on `TIME` and a
-/// window (the live bound, the trimming cut, the expiry) are made once per policy and batch,
-/// the cost is passed on as given, the first live member's count is read up to its first colon
-/// without a pattern, other times are whole microseconds formatted with `%d` (`%.0f`
-/// goes through the C library's floating-point printer), and constant arguments are strings
-/// (a Lua number passed to `redis.call` is formatted with `%.14g` on every call).
-const WINDOW_LUA: &str = r#"
-local rcall, match, format, sub, find = redis.call, string.match, string.format, string.sub, string.find
-local floor = math.floor
+/// Why a string and not a sorted set: on Redis 7.0 a `ZADD` into a small sorted set walks and
+/// validates its listpack and reads its member and score back, and the sorted set needed three
+/// commands a call (its newest member, its oldest live member, the `ZADD`); the log's
+/// `GETRANGE` and `APPEND` cost the upstream about 40 % less per call (`benches/rate.sh`).
+pub const WINDOW_LUA: &str = r#"
+local rcall, rpcall, sub, format = redis.call, redis.pcall, string.sub, string.format
+local floor, ceil, max = math.floor, math.ceil, math.max
+local pack, unpack = struct.pack, struct.unpack
 local argv, keys = ARGV, KEYS
 local t = rcall('TIME')
 local now = t[1] * 1000000 + t[2]
-local stamp = t[1] .. sub('00000' .. t[2], -6)
-local M = '^(%d+):(%d+):(%d+)$'
--- The batch's policies by their place in ARGV, read once: {n, cost as given, cost, windows...};
--- a window is {limit, ms, µs, and at TIME: live bound, cut, period start, expiry}.
+-- A record's bytes and layout; the tail read at once (64 records).
+local W, F, TAIL = 16, '<dd', '-1024'
+local WRONG = {err = 'WRONGTYPE Operation against a key holding the wrong kind of value'}
+-- The batch's policies by their place in ARGV, read once: {n, cost, windows...}; a window is
+-- {limit, ms, µs, start of the period of TIME (µs), end of the next period (ms, for PXAT)}.
 local policies = setmetatable({}, {__index = function(ps, at)
   local i = at + 0
   local n = argv[i] + 0
-  local p = {n, argv[i + 1], argv[i + 1] + 0}
+  local p = {n, argv[i + 1] + 0}
   for w = 1, n do
     local limit, wms = argv[i + 2 * w] + 0, argv[i + 2 * w + 1] + 0
     local win = wms * 1000
-    local cut = format('%d', now - win)
     local period = floor(now / win)
-    p[3 + w] = {limit, wms, win, '(' .. cut, cut, period * win, format('%d', (period + 2) * wms + 1)}
+    p[2 + w] = {limit, wms, win, period * win, format('%d', (period + 2) * wms + 1)}
   end
   ps[at] = p
   return p
 end})
-local out, o = {}, 0
-local function record(key, score, member, expire, cut)
-  if cut then rcall('ZREMRANGEBYSCORE', key, '-inf', cut) end
-  rcall('ZADD', key, score, member)
-  if expire then rcall('PEXPIREAT', key, expire) end
+-- Record i of the log at key (time, count), from the tail r when it holds it (r starts at
+-- record off), else read on its own.
+local function get(key, r, off, i)
+  if i >= off then return unpack(F, r, (i - off) * W + 1) end
+  return unpack(F, rcall('GETRANGE', key, i * W, i * W + W - 1))
 end
+-- A pending write: a whole log with its expiry (SET), or a record to append.
+local function write(whole, key, val, expire)
+  if whole then rcall('SET', key, val, 'PXAT', expire) else rcall('APPEND', key, val) end
+end
+local out, o = {}, 0
 -- One call of policy p on keys[k + 1] on.
 local function call(p, k)
-  local n, c, cost = p[1], p[2], p[3]
+  local n, cost = p[1], p[2]
   local pend, res, all = nil, nil, true
   for i = 1, n do
-    local w, key = p[3 + i], keys[k + i]
+    local w, key = p[2 + i], keys[k + i]
     local limit, win = w[1], w[3]
-    local at, used, top, base, ls, first, live = now, 0, 0, 0, nil, nil, nil
-    local last = rcall('ZRANGE', key, '-1', '-1')[1]
-    if last then
-      local b, q, s = match(last, M)
-      if not s then
-        -- A log in an older layout.
-        rcall('DEL', key)
-        last = nil
-      else
-        top, ls = b + q, s + 0
-        if ls > now then at = ls end
-        if ls > at - win then
-          -- Something is live: the count starts before the oldest live entry.
-          if at == now then live = w[4] else live = format('(%d', at - win) end
-          first = rcall('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', '0', '1')[1]
-          base = sub(first, 1, find(first, ':', 18, true) - 1) + 0
-          used = top - base
-        end
+    local r = rpcall('GETRANGE', key, TAIL, '-1')
+    if type(r) == 'table' then
+      -- Not a string: an older Strata's log (a sorted set) is dropped, anything else fails.
+      if rcall('TYPE', key).ok ~= 'zset' then error(r) end
+      rcall('DEL', key)
+      r = ''
+    end
+    local len = #r
+    if len % W ~= 0 then error(WRONG) end
+    local m = len / W
+    -- Records before the tail are needed only when the whole tail is live: then the log's
+    -- length is read and `off` is the tail's first record; otherwise the tail is taken for the
+    -- whole log (what precedes it has left the window).
+    local at, used, top, base, ls, fl, off, last = now, 0, 0, 0, nil, nil, 0, m - 1
+    if m > 0 then
+      ls, top = unpack(F, r, len - W + 1)
+      -- The newest record is later than TIME (the clock went back): count at its time.
+      if ls > now then at = ls end
+      local bound = at - win
+      local lo, hi = 1, m
+      if unpack(F, r, 1) > bound then
+        local bytes = rcall('STRLEN', key)
+        if bytes == len or bytes % W ~= 0 then error(WRONG) end
+        off = bytes / W - m
+        last, hi = off + m - 1, off
       end
+      -- The first live record (last + 1 when none is).
+      while lo < hi do
+        local mid = floor((lo + hi) / 2)
+        if get(key, r, off, mid) > bound then hi = mid else lo = mid + 1 end
+      end
+      fl = lo
+      local _, b = get(key, r, off, fl - 1)
+      base = b
+      used = top - base
     end
     if cost <= limit and used + cost <= limit then
-      local score, expire, cut = stamp, false, false
-      if at ~= now then
-        -- The newest entry is later than TIME (the clock went back): count at its time (its
-        -- period, so nothing to trim).
-        score = format('%d', at)
-      elseif not last or ls < w[6] then
-        -- The first call of its period trims the log and moves the expiry past the next period.
-        expire = w[7]
-        if last then cut = w[5] end
-      end
-      local member
-      if top == 0 then
-        member = '00000000000000000:' .. c .. ':' .. score
-      else
-        member = format('%017d:', top) .. c .. ':' .. score
+      local rec = pack(F, at, top + cost)
+      local whole, val = false, rec
+      if m == 0 then
+        whole, val = true, pack(F, 0, 0) .. rec
+      elseif at == now and ls < w[4] then
+        -- The first call of its period drops what left the window and moves the expiry.
+        local live
+        if fl >= off then
+          live = sub(r, (fl - off) * W + 1)
+        else
+          live = rcall('GETRANGE', key, fl * W, '-1')
+        end
+        whole, val = true, pack(F, 0, base) .. live .. rec
       end
       -- Recorded only once every window has admitted the call.
       if n == 1 then
-        if cut then rcall('ZREMRANGEBYSCORE', key, '-inf', cut) end
-        rcall('ZADD', key, score, member)
-        if expire then rcall('PEXPIREAT', key, expire) end
+        write(whole, key, val, w[5])
         o = o + 1
         out[o] = used + cost - limit - 1
         return
       elseif i < n then
         pend = pend or {}
-        pend[#pend + 1] = {key, score, member, expire, cut}
+        pend[#pend + 1] = {whole, key, val, w[5]}
       elseif all then
-        record(key, score, member, expire, cut)
-        for _, r in ipairs(pend) do record(r[1], r[2], r[3], r[4], r[5]) end
+        write(whole, key, val, w[5])
+        for _, q in ipairs(pend) do write(q[1], q[2], q[3], q[4]) end
       end
       res = res or {}
       res[5 * i - 4], res[5 * i - 3], res[5 * i - 2] = 1, limit, limit - used - cost
@@ -173,24 +189,18 @@ local function call(p, k)
       all = false
       local retry, reset = -1, 0
       if cost <= limit then
-        local need, f = used + cost - limit, first
-        local b, q = match(first, M)
-        if b + q - base < need then
-          f = last
-          local lo, hi = 1, rcall('ZCOUNT', key, live, '+inf') - 2
-          while lo <= hi do
-            local mid = floor((lo + hi) / 2)
-            local m = rcall('ZRANGE', key, live, '+inf', 'BYSCORE', 'LIMIT', mid, 1)[1]
-            b, q = match(m, M)
-            if b + q - base >= need then f, hi = m, mid - 1 else lo = mid + 1 end
-          end
+        -- The first live record whose expiry frees enough units.
+        local need, lo, hi = used + cost - limit, fl, last
+        while lo < hi do
+          local mid = floor((lo + hi) / 2)
+          local _, c = get(key, r, off, mid)
+          if c - base >= need then hi = mid else lo = mid + 1 end
         end
-        local _, _, s = match(f, M)
-        retry = math.ceil((s + win - at) / 1000)
+        retry = ceil((get(key, r, off, lo) + win - at) / 1000)
       end
-      if used > 0 then reset = math.ceil((ls + win - at) / 1000) end
+      if used > 0 then reset = ceil((ls + win - at) / 1000) end
       res = res or {}
-      res[5 * i - 4], res[5 * i - 3], res[5 * i - 2] = 0, limit, math.max(limit - used, 0)
+      res[5 * i - 4], res[5 * i - 3], res[5 * i - 2] = 0, limit, max(limit - used, 0)
       res[5 * i - 1], res[5 * i] = retry, reset
     end
   end
