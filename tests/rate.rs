@@ -155,6 +155,7 @@ fn rate_replies_and_errors_standalone() {
 
     let i = info(&mut c);
     assert!(i.contains("rate_limiter_mode:local\r\n"), "{i}");
+    assert!(i.contains("rate_allowed:7\r\n"), "{i}");
     assert!(i.contains("rate_denied:2\r\n"), "{i}");
 }
 

@@ -587,6 +587,7 @@ fn error_line(e: &[u8]) -> String {
 /// Counters for INFO's `# Ratelimit` section.
 #[derive(Default)]
 pub struct RateStats {
+    /// RATE verdicts from L2 (those of the local limiter are counted there).
     pub rate_allowed: AtomicU64,
     pub rate_denied: AtomicU64,
     pub throttle_allowed: AtomicU64,
@@ -706,9 +707,8 @@ impl RateLimiter {
             bump(&self.stats.bypassed);
             return Verdict::bypass(w.limit);
         }
-        let v = self.local.window(Space::Rate, key, w, cost);
-        self.count_rate(&v);
-        v
+        // Counted by the local limiter (see `info`).
+        self.local.window(Space::Rate, key, w, cost)
     }
 
     /// RATE where the state lives: L2 when configured (falling back to the local state when it
@@ -934,6 +934,9 @@ impl RateLimiter {
     pub fn info(&self, cfg: &RateConfig) -> String {
         let s = &self.stats;
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // RATE calls answered in L2 are counted here, those answered locally by the local
+        // limiter.
+        let (local_allowed, local_denied) = self.local.verdicts();
         let mut out = String::from("# Ratelimit\r\n");
         let _ = write!(
             out,
@@ -942,8 +945,8 @@ impl RateLimiter {
             cfg.default,
             cfg.query_per_user,
             cfg.query_global,
-            g(&s.rate_allowed),
-            g(&s.rate_denied),
+            g(&s.rate_allowed) + local_allowed,
+            g(&s.rate_denied) + local_denied,
             g(&s.throttle_allowed),
             g(&s.throttle_limited),
             g(&s.query_allowed),

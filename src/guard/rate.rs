@@ -389,6 +389,10 @@ const EVICTION_SAMPLE: usize = 8;
 
 struct Shard {
     table: HashTable<(u64, Slot)>,
+    /// `window` calls admitted and denied here (counted under the shard's lock: an atomic
+    /// increment after it would wait for the log's stores to drain, on every call).
+    allowed: u64,
+    denied: u64,
     /// Purge expired slots when the table reaches this size (doubles after each purge, so the
     /// purge costs O(1) per insert).
     purge_at: usize,
@@ -426,6 +430,8 @@ impl LocalLimiter {
                 .map(|_| {
                     Mutex::new(Shard {
                         table: HashTable::new(),
+                        allowed: 0,
+                        denied: 0,
                         purge_at: 64,
                         inserts_since_purge: 0,
                     })
@@ -499,28 +505,45 @@ impl LocalLimiter {
         self.keys.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One sliding-window call: checks `cost` against `w` and records it when allowed.
+    /// One sliding-window call: checks `cost` against `w` and records it when allowed (and
+    /// counts the verdict: see `verdicts`).
     pub fn window(&self, space: Space, key: &[u8], w: Window, cost: u64) -> Verdict {
         let now_ns = self.now_ns();
         let now = now_ns / NS_PER_MS;
         let hash = self.hash(space, key);
         let mut shard = self.lock(hash);
-        if let Some(slot) = shard.find(hash, space, key) {
-            if let State::Log(log) = &mut slot.state {
-                return log.check(now, w, cost);
-            }
-        }
-        let mut log = Log::default();
-        let v = log.check(now, w, cost);
-        if v.allowed {
-            let slot = Slot {
-                space,
-                key: Key::from_slice(key),
+        let v = match shard.find(hash, space, key) {
+            Some(Slot {
                 state: State::Log(log),
-            };
-            self.insert(&mut shard, hash, slot, now_ns);
+                ..
+            }) => log.check(now, w, cost),
+            _ => {
+                let mut log = Log::default();
+                let v = log.check(now, w, cost);
+                if v.allowed {
+                    let slot = Slot {
+                        space,
+                        key: Key::from_slice(key),
+                        state: State::Log(log),
+                    };
+                    self.insert(&mut shard, hash, slot, now_ns);
+                }
+                v
+            }
+        };
+        match v.allowed {
+            true => shard.allowed += 1,
+            false => shard.denied += 1,
         }
         v
+    }
+
+    /// How many `window` calls were admitted and denied.
+    pub fn verdicts(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(a, d), s| {
+            let s = s.lock();
+            (a + s.allowed, d + s.denied)
+        })
     }
 
     /// Several windows checked together (QUERY's per-user and global limits): the call is
