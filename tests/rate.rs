@@ -741,6 +741,8 @@ fn replay(
     let c = clock_ms.clone();
     let local =
         LocalLimiter::with_clock(1000, Arc::new(move || c.load(Ordering::SeqCst) * 1_000_000));
+    // The largest limit each key was checked against (its log's bound: two windows of calls).
+    let mut limits: HashMap<String, u64> = HashMap::new();
     for (step, picks) in batches {
         now_ms = now_ms.saturating_add_signed(*step);
         clock_ms.store(now_ms, Ordering::SeqCst);
@@ -780,6 +782,17 @@ fn replay(
                 call
             );
         }
+        // Each log holds at most two windows of calls: at most twice its largest limit.
+        for call in &calls {
+            for (name, &(limit, _)) in call.names().into_iter().zip(&call.windows) {
+                let most = limits.entry(name).or_default();
+                *most = (*most).max(limit);
+            }
+        }
+        for (name, most) in &limits {
+            let n = log_len(&mut cu, format!("strata:rate:{{{name}}}"));
+            proptest::prop_assert!(n as u64 <= 2 * most, "{}: {} records", name, n);
+        }
     }
     Ok(())
 }
@@ -799,9 +812,10 @@ fn simulated_start() -> u64 {
 /// clock (whole milliseconds), answers every call of every batch exactly as the in-process log
 /// does (`LocalLimiter`, the L1 state, driven by the same clock): admitted or not, remaining,
 /// retry and reset, for single windows (RATE) and pairs of windows recorded all or nothing (the
-/// QUERY limits), with calls of one batch sharing one time. Limits up to 150 and batches of up
-/// to 64 calls make logs longer than the 64 records the script reads at once, so its reads
-/// further back are checked as well. (The clock only moves forward here: when it goes back,
+/// QUERY limits), with calls of one batch sharing one time; and no log ever holds more than
+/// two windows of calls (twice its largest limit). Limits up to 150 and batches of up to 64
+/// calls make logs longer than the 64 records the script reads at once, so its reads further
+/// back are checked as well. (The clock only moves forward here: when it goes back,
 /// both count from their newest entry, but the local log forgets an expired entry as soon as a
 /// call sees it, the script only once per window.)
 #[test]
