@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use support::{wait_until, RedisServer, Strata};
+use support::{rate_log_len, wait_until, RedisServer, Strata};
 
 fn rate(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
     redis::cmd("RATE").arg(args).query(c).expect("RATE")
@@ -23,14 +23,6 @@ fn plant_wrong_type(cu: &mut redis::Connection) {
         .arg("x")
         .query(cu)
         .expect("SET");
-}
-
-/// The number of entries in a window log on the upstream (a string of 16-byte records after a
-/// 16-byte anchor; none when the key is missing).
-fn log_len(cu: &mut redis::Connection, key: impl redis::ToRedisArgs) -> i64 {
-    let bytes: i64 = redis::cmd("STRLEN").arg(key).query(cu).expect("STRLEN");
-    assert_eq!(bytes % 16, 0, "{bytes} bytes");
-    (bytes / 16 - 1).max(0)
 }
 
 fn throttle(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
@@ -252,7 +244,7 @@ fn two_instances_sharing_l2_enforce_one_limit() {
     }
     assert_eq!(allowed, 10);
     let mut cu = up.conn();
-    let n = log_len(&mut cu, "strata:rate:{shared}");
+    let n = rate_log_len(&mut cu, "strata:rate:{shared}");
     assert_eq!(n, 10, "the log lives in L2");
 
     // GCRA too: a burst of 5 across both instances.
@@ -309,7 +301,7 @@ fn rate_through_l2_replies_as_standalone() {
     assert!((299..599).contains(&(r[4] - r[3])), "{r:?}");
 
     let mut cu = up.conn();
-    let n = log_len(&mut cu, "strata:rate:{steps}");
+    let n = rate_log_len(&mut cu, "strata:rate:{steps}");
     assert_eq!(n, 4, "one entry per admitted call");
     let ttl: i64 = redis::cmd("PTTL")
         .arg("strata:rate:{k}")
@@ -361,7 +353,7 @@ fn l2_down_falls_back_to_the_local_limiter_and_info_says_so() {
         info(&mut c)
     );
     let mut cu = _up.conn();
-    let n = log_len(&mut cu, "strata:rate:{back}");
+    let n = rate_log_len(&mut cu, "strata:rate:{back}");
     assert!(n >= 1);
 }
 
@@ -416,7 +408,7 @@ fn query_limits_hold_across_instances_sharing_l2() {
         assert_eq!(a.rate.mode(), "l2");
     });
     let mut cu = up.conn();
-    let global = log_len(&mut cu, "strata:qrate:{query}:global");
+    let global = rate_log_len(&mut cu, "strata:qrate:{query}:global");
     assert_eq!(global, 5);
 }
 
@@ -512,7 +504,7 @@ fn concurrent_rate_calls_through_l2_are_exact_and_fail_alone() {
         // Exactly the limit admitted, each with its own place in the order.
         remaining.sort_unstable();
         assert_eq!(remaining, (0..limit).collect::<Vec<_>>(), "k{k}");
-        let n = log_len(&mut cu, format!("strata:rate:{{k{k}}}"));
+        let n = rate_log_len(&mut cu, format!("strata:rate:{{k{k}}}"));
         assert_eq!(n, limit, "k{k}: one entry per admitted call");
     }
     let calls = (CONNS * (PER_CONN + 1)) as i64;
@@ -627,7 +619,7 @@ fn one_batch_applies_its_calls_in_order_and_fails_only_the_wrong_one() {
         }
     }
     for (key, _) in limits {
-        let n = log_len(&mut cu, format!("strata:rate:{{{key}}}"));
+        let n = rate_log_len(&mut cu, format!("strata:rate:{{{key}}}"));
         assert_eq!(n, admitted[key], "{key}: one entry per admitted call");
     }
 }
@@ -790,7 +782,7 @@ fn replay(
             }
         }
         for (name, most) in &limits {
-            let n = log_len(&mut cu, format!("strata:rate:{{{name}}}"));
+            let n = rate_log_len(&mut cu, format!("strata:rate:{{{name}}}"));
             proptest::prop_assert!(n as u64 <= 2 * most, "{}: {} records", name, n);
         }
     }
@@ -911,7 +903,7 @@ fn an_older_sorted_set_log_is_replaced_and_other_types_fail() {
         .query(&mut cu)
         .unwrap();
     assert_eq!(kind, "string");
-    assert_eq!(log_len(&mut cu, "strata:rate:{old}"), 2);
+    assert_eq!(rate_log_len(&mut cu, "strata:rate:{old}"), 2);
 
     let _: () = redis::cmd("RPUSH")
         .arg("strata:rate:{list}")

@@ -763,6 +763,14 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc status")
 }
 
+/// The number of entries in a RATE window log on an upstream (a string of 16-byte records after
+/// a 16-byte anchor; none when the key is missing), through any connection (Cluster included).
+pub fn rate_log_len(c: &mut impl redis::ConnectionLike, key: impl redis::ToRedisArgs) -> i64 {
+    let bytes: i64 = redis::cmd("STRLEN").arg(key).query(c).expect("STRLEN");
+    assert_eq!(bytes % 16, 0, "{bytes} bytes");
+    (bytes / 16 - 1).max(0)
+}
+
 /// Polls `f` every 20 ms until it returns true or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
