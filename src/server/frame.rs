@@ -59,6 +59,25 @@ fn parse_int(line: &[u8]) -> Option<i64> {
     crate::command::args::parse_i64(line)
 }
 
+/// The common header `<digits>\r\n` starting at `at` (a plain non-negative number of at most
+/// 18 digits, no leading zero): its value and the position of its `\r`, in one pass. `None`
+/// for anything else, which the general path (`find_crlf` and `parse_int`) then reads.
+#[inline]
+fn plain_header(buf: &[u8], at: usize) -> Option<(i64, usize)> {
+    let digits = buf.get(at..)?;
+    let mut v: i64 = 0;
+    for (i, &c) in digits.iter().enumerate().take(19) {
+        match c {
+            b'0'..=b'9' if i < 18 && (i > 0 || c != b'0' || digits.get(1) == Some(&b'\r')) => {
+                v = v * 10 + (c - b'0') as i64;
+            }
+            b'\r' if i > 0 && digits.get(i + 1) == Some(&b'\n') => return Some((v, at + i)),
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let hay = buf.get(from..)?;
     memchr_crlf(hay).map(|i| i + from)
@@ -104,7 +123,7 @@ impl Framer {
             return Ok(false);
         }
         if buf[0] != b'*' {
-            return Ok(self.inline(buf)?.map(|inline| *args = inline).is_some());
+            return self.inline(buf, args);
         }
         match self.walk(buf, authenticated)? {
             Walk::Incomplete(need) => {
@@ -130,15 +149,21 @@ impl Framer {
 
     /// Checks a multibulk request's headers against the limits, as far as the buffer goes.
     fn walk(&mut self, buf: &[u8], authenticated: bool) -> Result<Walk, ProtocolError> {
-        let Some(end) = find_crlf(buf, 1) else {
-            if buf.len() > INLINE_MAX {
-                return Err(ProtocolError("too big mbulk count string".into()));
+        let (count, end) = match plain_header(buf, 1) {
+            Some(header) => header,
+            None => {
+                let Some(end) = find_crlf(buf, 1) else {
+                    if buf.len() > INLINE_MAX {
+                        return Err(ProtocolError("too big mbulk count string".into()));
+                    }
+                    return Ok(Walk::Incomplete(0));
+                };
+                (parse_int(&buf[1..end]).unwrap_or(i64::MAX), end)
             }
-            return Ok(Walk::Incomplete(0));
         };
-        let count = parse_int(&buf[1..end])
-            .filter(|&n| n <= i32::MAX as i64)
-            .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?;
+        if count > i32::MAX as i64 {
+            return Err(ProtocolError("invalid multibulk length".into()));
+        }
         if !authenticated && count > UNAUTH_MAX_ARGS {
             return Err(ProtocolError("unauthenticated multibulk length".into()));
         }
@@ -159,14 +184,20 @@ impl Framer {
                     buf[pos] as char
                 )));
             }
-            let Some(end) = find_crlf(buf, pos + 1) else {
-                if buf.len() - pos > INLINE_MAX {
-                    return Err(ProtocolError("too big bulk count string".into()));
+            let (len, end) = match plain_header(buf, pos + 1) {
+                Some(header) => header,
+                None => {
+                    let Some(end) = find_crlf(buf, pos + 1) else {
+                        if buf.len() - pos > INLINE_MAX {
+                            return Err(ProtocolError("too big bulk count string".into()));
+                        }
+                        return Ok(Walk::Incomplete(0));
+                    };
+                    let len = parse_int(&buf[pos + 1..end])
+                        .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
+                    (len, end)
                 }
-                return Ok(Walk::Incomplete(0));
             };
-            let len = parse_int(&buf[pos + 1..end])
-                .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
             if !authenticated && len > UNAUTH_MAX_BULK {
                 return Err(ProtocolError("unauthenticated bulk length".into()));
             }
@@ -184,21 +215,44 @@ impl Framer {
         Ok(Walk::Complete(pos))
     }
 
-    fn inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    /// An inline request: one line, split like Redis's sdssplitargs. A line without quotes or
+    /// unusual whitespace (what redis-cli and redis-benchmark send) is split where it lies, its
+    /// arguments zero-copy slices as a multibulk request's are; any other goes through
+    /// [`split_args`].
+    fn inline(&mut self, buf: &mut BytesMut, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
         let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
             if buf.len() > INLINE_MAX {
                 return Err(ProtocolError("too big inline request".into()));
             }
-            return Ok(None);
+            return Ok(false);
         };
-        let line = buf.split_to(nl + 1);
-        let mut line = &line[..nl];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
+        let line = buf.split_to(nl + 1).freeze();
+        let end = match nl > 0 && line[nl - 1] == b'\r' {
+            true => nl - 1,
+            false => nl,
+        };
+        let body = &line[..end];
+        let plain = |c: &u8| !matches!(c, b'"' | b'\'' | 0 | b'\r' | b'\n' | 0x0b | 0x0c);
+        if body.iter().all(plain) {
+            let blank = |c: u8| c == b' ' || c == b'\t';
+            let mut i = 0;
+            while i < end {
+                if blank(body[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < end && !blank(body[i]) {
+                    i += 1;
+                }
+                args.push(line.slice(start..i));
+            }
+            return Ok(true);
         }
-        split_args(line)
-            .map(|v| Some(v.into_iter().map(Bytes::from).collect()))
-            .ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))
+        let split =
+            split_args(body).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+        args.extend(split.into_iter().map(Bytes::from));
+        Ok(true)
     }
 }
 
@@ -412,6 +466,39 @@ mod tests {
                 }
             };
             prop_assert_eq!(cmd.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), args);
+        }
+
+        /// The one-pass header read agrees with the general one wherever it answers.
+        #[test]
+        fn plain_headers_read_as_the_general_path(
+            data in proptest::collection::vec(prop_oneof![
+                4 => b'0'..=b'9', 1 => Just(b'\r'), 1 => Just(b'\n'), 1 => Just(b'-'),
+                1 => Just(b'+'), 1 => any::<u8>()], 0..24)
+        ) {
+            if let Some((v, cr)) = plain_header(&data, 0) {
+                prop_assert_eq!(find_crlf(&data, 0), Some(cr));
+                prop_assert_eq!(parse_int(&data[..cr]), Some(v));
+            }
+        }
+
+        /// An inline line splits the same through the zero-copy path as through `split_args`.
+        #[test]
+        fn inline_lines_split_as_sdssplitargs(
+            line in proptest::collection::vec(prop_oneof![
+                6 => b'a'..=b'e', 3 => Just(b' '), 1 => Just(b'\t'), 1 => Just(b'"'),
+                1 => Just(b'\''), 1 => Just(0u8), 1 => Just(0x0bu8), 1 => Just(0x0cu8),
+                1 => Just(b'\r'), 1 => Just(b'\\')], 0..30)
+        ) {
+            let mut wire = line.clone();
+            wire.push(b'\n');
+            let framed = parse_all(&wire).map(|cmds| cmds.concat());
+            match split_args(&line) {
+                Some(want) => {
+                    let got = framed.unwrap();
+                    prop_assert_eq!(got.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), want);
+                }
+                None => prop_assert!(framed.is_err()),
+            }
         }
     }
 }

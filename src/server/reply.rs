@@ -30,11 +30,30 @@ impl Reply {
         self.buf.is_empty()
     }
 
+    /// `<prefix><n>\r\n`, assembled on the stack and appended in one copy (every integer,
+    /// length and count header goes through here).
     fn line(&mut self, prefix: u8, n: i64) {
-        self.buf.push(prefix);
+        if (0..10).contains(&n) {
+            self.buf
+                .extend_from_slice(&[prefix, b'0' + n as u8, b'\r', b'\n']);
+            return;
+        }
         let mut b = itoa::Buffer::new();
-        self.buf.extend_from_slice(b.format(n).as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        let digits = b.format(n).as_bytes();
+        // At most 1 + 20 + 2 bytes.
+        let mut line = [0u8; 24];
+        line[0] = prefix;
+        line[1..1 + digits.len()].copy_from_slice(digits);
+        line[1 + digits.len()..3 + digits.len()].copy_from_slice(b"\r\n");
+        let len = self.buf.len();
+        self.buf.reserve(line.len());
+        // SAFETY: `reserve` made room for all 24 bytes after `len`; a fixed-size copy is a few
+        // moves where a slice's variable length would call memcpy. Only the line's own bytes
+        // are then counted as initialized.
+        unsafe {
+            std::ptr::copy_nonoverlapping(line.as_ptr(), self.buf.as_mut_ptr().add(len), 24);
+            self.buf.set_len(len + 3 + digits.len());
+        }
     }
 
     pub fn ok(&mut self) {
