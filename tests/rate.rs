@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use support::{rate_log_len, wait_until, RedisServer, Strata};
+use support::{encode, rate_log_len, wait_until, Raw, RedisServer, Strata};
 
 fn rate(c: &mut redis::Connection, args: &[&str]) -> Vec<i64> {
     redis::cmd("RATE").arg(args).query(c).expect("RATE")
@@ -149,6 +149,77 @@ fn rate_replies_and_errors_standalone() {
     assert!(i.contains("rate_limiter_mode:local\r\n"), "{i}");
     assert!(i.contains("rate_allowed:7\r\n"), "{i}");
     assert!(i.contains("rate_denied:2\r\n"), "{i}");
+}
+
+/// Pipelined RATE calls, which the connection frames ahead of their turn to load their limiter
+/// entries early, are counted exactly and in order, mixed with other commands.
+#[test]
+fn pipelined_rate_calls_are_exact_and_in_order() {
+    const LIMITS: [usize; 5] = [1, 3, 7, 20, 1000];
+    let s = Strata::start();
+    let mut c = s.conn();
+    let mut pipe = redis::pipe();
+    let mut order = Vec::new();
+    for i in 0..400 {
+        let k = (i * 7 + i / 50) % LIMITS.len();
+        pipe.cmd("RATE").arg(format!("p{k}")).arg(LIMITS[k]).arg(60);
+        order.push(Some(k));
+        if i % 9 == 4 {
+            pipe.cmd("INCR").arg("n");
+            order.push(None);
+        }
+    }
+    let replies: Vec<redis::Value> = pipe.query(&mut c).expect("pipeline");
+    assert_eq!(replies.len(), order.len());
+    let (mut used, mut incr) = ([0usize; LIMITS.len()], 0);
+    for (reply, k) in replies.iter().zip(&order) {
+        let Some(k) = *k else {
+            incr += 1;
+            assert_eq!(reply, &redis::Value::Int(incr));
+            continue;
+        };
+        let v: Vec<i64> = redis::from_redis_value(reply.clone()).expect("RATE reply");
+        let admit = used[k] < LIMITS[k];
+        used[k] += admit as usize;
+        let remaining = (LIMITS[k] - used[k]) as i64;
+        assert_eq!(
+            v[..3],
+            [admit as i64, LIMITS[k] as i64, remaining],
+            "key p{k}"
+        );
+    }
+}
+
+/// Requests framed ahead while the client was authenticated are framed again, with the
+/// unauthenticated limits, once RESET has logged it out: an 11-argument request is then a
+/// protocol error, as in Redis, though it arrived in the same read as the RATE calls that
+/// framed it ahead.
+#[test]
+fn requests_framed_ahead_are_framed_again_after_reset() {
+    let s = Strata::with_config("[server]\nrequirepass = \"pw\"\n");
+    let mut wire = encode(&[b"AUTH", b"pw"]);
+    for _ in 0..3 {
+        wire.extend(encode(&[b"RATE", b"a", b"5", b"10"]));
+    }
+    wire.extend(encode(&[b"RESET"]));
+    wire.extend(encode(&[&b"ECHO"[..]; 11]));
+    let mut want = b"+OK\r\n".to_vec();
+    for left in [4, 3, 2] {
+        want.extend(format!("*5\r\n:1\r\n:5\r\n:{left}\r\n:0\r\n:10000\r\n").as_bytes());
+    }
+    want.extend(b"+RESET\r\n-ERR Protocol error: unauthenticated multibulk length\r\n");
+    let mut raw = Raw::connect(s.port);
+    raw.send(&wire);
+    let got = raw.read_exact_or_eof(want.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    raw.set_timeout(Duration::from_secs(5));
+    assert!(
+        raw.closed(),
+        "the connection stays open after the protocol error"
+    );
 }
 
 #[test]

@@ -18,12 +18,14 @@ use libfuzzer_sys::fuzz_target;
 use strata::server::frame::Framer;
 
 /// Commands framed from `input` fed in pieces of `chunk` bytes; `true` if framing ended in an
-/// error (the connection would be closed there).
+/// error (the connection would be closed there). `ahead`: walk requests ahead and peek at
+/// them after each one taken, as a connection does in a pipeline of RATE calls.
 fn frame(
     input: &[u8],
     chunk: usize,
     authenticated: bool,
     max_bulk: usize,
+    ahead: bool,
 ) -> (Vec<Vec<Bytes>>, bool) {
     let mut framer = Framer::new(max_bulk);
     let mut buf = BytesMut::new();
@@ -44,6 +46,10 @@ fn frame(
                         }
                     }
                     out.push(args);
+                    if ahead {
+                        framer.walk_ahead(&buf, authenticated);
+                        let _ = framer.peek(&buf);
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => return (out, true),
@@ -66,8 +72,14 @@ fuzz_target!(|data: &[u8]| {
         512 * 1024 * 1024
     };
     for authenticated in [false, true] {
-        let (whole, whole_err) = frame(input, usize::MAX, authenticated, max_bulk);
-        let (split, split_err) = frame(input, chunk, authenticated, max_bulk);
+        let (whole, whole_err) = frame(input, usize::MAX, authenticated, max_bulk, false);
+        let (split, split_err) = frame(input, chunk, authenticated, max_bulk, false);
+        let walked = frame(input, chunk, authenticated, max_bulk, true);
+        assert_eq!(
+            walked,
+            (split.clone(), split_err),
+            "walking ahead changes what is framed"
+        );
         let n = whole.len().min(split.len());
         assert_eq!(
             whole[..n],

@@ -157,6 +157,27 @@ pub async fn dispatch(
     }
 }
 
+/// Whether requests like `args` have memory worth loading ahead of their turn ([`prefetch`]):
+/// RATE on this instance's limiter, whose state for a key is spread over cache lines that
+/// a large key set keeps cold.
+pub fn prefetches(app: &App, args: &[Bytes]) -> bool {
+    args.first().is_some_and(|name| local_rate(app, name))
+}
+
+fn local_rate(app: &App, name: &[u8]) -> bool {
+    name.len() == 4 && name.eq_ignore_ascii_case(b"rate") && app.l2.is_none()
+}
+
+/// A hint for a request that runs soon: start loading the memory it will read, so that its
+/// cache misses overlap with the work of the requests before it. `next`: it runs right after
+/// the one about to run (its first lines were asked for one request earlier, so the ones they
+/// point to can be now); otherwise, the one after that. No effect on what any request does.
+pub fn prefetch(app: &App, name: &[u8], key: &[u8], next: bool) {
+    if local_rate(app, name) {
+        app.rate.prefetch_local(key, next);
+    }
+}
+
 /// The front half of every request: resolve the command and check its arity, run the guard
 /// chain, and queue it if a MULTI is open. Returns the command's index when it is to run now;
 /// otherwise the reply (an error, or QUEUED) is written.

@@ -701,6 +701,15 @@ impl RateLimiter {
         });
     }
 
+    /// Loads ahead what a coming RATE call on this instance's state will read: its table
+    /// entry, or (`log`, once that is loaded) its log's records. See `LocalLimiter::prefetch`.
+    pub fn prefetch_local(&self, key: &[u8], log: bool) {
+        match log {
+            true => self.local.prefetch_log(Space::Rate, key),
+            false => self.local.prefetch(Space::Rate, key),
+        }
+    }
+
     /// RATE on this instance's state (standalone mode, or inside a transaction).
     pub fn rate_local(&self, key: &[u8], w: Window, cost: u64) -> Verdict {
         if self.bypassed(key) {

@@ -75,6 +75,19 @@ impl Verdict {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p` (no effect where there is no such
+/// instruction). Never faults, whatever `p` is.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault, even on a bad address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 fn sat(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -509,6 +522,40 @@ impl LocalLimiter {
             .table
             .insert_unique(hash, Bucket(hash, slot), |Bucket(h, _)| *h);
         self.keys.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts loading the table entry a coming `window` call on `key` will read, without
+    /// waiting for it: the candidate entries (those whose hash tag matches) are prefetched,
+    /// not read. With `prefetch_log` a request later, a pipelined call finds its entry and
+    /// its log's records in the cache (a key's entry and records are cold when the keys are
+    /// many: each RATE call would otherwise wait for two or three loads from memory in turn).
+    pub fn prefetch(&self, space: Space, key: &[u8]) {
+        let hash = self.hash(space, key);
+        let shard = self.lock(hash);
+        let _ = shard.table.find(hash, |b| {
+            let p = b as *const Bucket as *const u8;
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+            false
+        });
+    }
+
+    /// The second step, once `prefetch` has loaded the entry: starts loading the two log
+    /// records the call will touch (the oldest, which it may expire, and the next free one,
+    /// which it writes).
+    pub fn prefetch_log(&self, space: Space, key: &[u8]) {
+        let hash = self.hash(space, key);
+        let mut shard = self.lock(hash);
+        if let Some(Slot {
+            state: State::Log(log),
+            ..
+        }) = shard.find(hash, space, key)
+        {
+            if let (Some(front), Some(back)) = (log.entries.front(), log.entries.back()) {
+                prefetch(front as *const (u64, u64) as *const u8);
+                prefetch((back as *const (u64, u64) as *const u8).wrapping_add(16));
+            }
+        }
     }
 
     /// One sliding-window call: checks `cost` against `w` and records it when allowed (and

@@ -257,6 +257,18 @@ async fn run(
                     return Close::Protocol(e.0);
                 }
             };
+            if command::prefetches(app, &args) {
+                // Pipelines tend to repeat a command: frame the next two requests now and
+                // start loading what they will touch while this one runs.
+                framer.walk_ahead(&rbuf, session.authenticated);
+                let [next, after] = framer.peek(&rbuf);
+                if let Some((name, key)) = next {
+                    command::prefetch(app, name, key, true);
+                }
+                if let Some((name, key)) = after {
+                    command::prefetch(app, name, key, false);
+                }
+            }
             let io = command::tiered::Io {
                 stream: &mut *stream,
                 rbuf: &mut rbuf,

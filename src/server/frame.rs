@@ -11,6 +11,7 @@
 //! A framing error is fatal for the connection, as in Redis.
 
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 
 /// Longest inline request or count line Redis accepts (PROTO_INLINE_MAX_SIZE).
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -37,13 +38,27 @@ pub fn recycle(args: &mut Vec<Bytes>) {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
 
+/// Requests walked ahead of the one being run, at most (see [`Framer::peek`]).
+const AHEAD: usize = 2;
+/// Requests with more arguments than this are not walked ahead (their ranges would be held
+/// twice as long), only when their turn comes.
+const AHEAD_MAX_ARGS: i64 = 64;
+
 /// Parser limits and the per-connection resume hint.
 pub struct Framer {
     pub max_bulk: usize,
     /// Bytes the buffer must hold before a multibulk walk can make progress.
     need: usize,
-    /// Where each argument of the request just walked lies in the buffer (reused).
+    /// Where each argument of the requests walked lies, relative to its request's start:
+    /// from `taken` on, those of the requests in `ahead`, in order, then those of the request
+    /// being walked.
     ranges: Vec<(usize, usize)>,
+    taken: usize,
+    /// Complete requests already walked (authenticated clients only), front first: each
+    /// one's length in bytes and number of arguments.
+    ahead: VecDeque<(usize, usize)>,
+    /// Bytes those requests take at the front of the buffer.
+    ahead_len: usize,
 }
 
 enum Walk {
@@ -93,6 +108,61 @@ impl Framer {
             max_bulk,
             need: 0,
             ranges: Vec::new(),
+            taken: 0,
+            ahead: VecDeque::new(),
+            ahead_len: 0,
+        }
+    }
+
+    /// The command name and first argument of the next two requests after the one last
+    /// taken, for those already walked that have them. Reads only: a hint for prefetching
+    /// what a request will touch, available while the ones before it run.
+    pub fn peek<'b>(&self, buf: &'b [u8]) -> [Option<(&'b [u8], &'b [u8])>; 2] {
+        let arg = |at: usize, i: usize| {
+            let (s, e) = self.ranges[i];
+            buf.get(at + s..at + e)
+        };
+        let two = |at: usize, first: usize, n: usize| match n >= 2 {
+            true => Some((arg(at, first)?, arg(at, first + 1)?)),
+            false => None,
+        };
+        match (self.ahead.front(), self.ahead.get(1)) {
+            (Some(&(len, n)), next) => [
+                two(0, self.taken, n),
+                next.and_then(|&(_, m)| two(len, self.taken + n, m)),
+            ],
+            (None, _) => [None, None],
+        }
+    }
+
+    /// Walks the complete requests after those already walked, up to [`AHEAD`], so that
+    /// [`Framer::peek`] sees them; they are then taken without another walk. Stops at anything
+    /// else (an inline request, an incomplete or a large one, an error): that is framed, and
+    /// any error reported, when its turn comes. Only for authenticated clients (whose limits
+    /// the walk applies; the requests are walked again if the client is not by then).
+    pub fn walk_ahead(&mut self, buf: &[u8], authenticated: bool) {
+        while authenticated && self.ahead.len() < AHEAD {
+            let Some(rest) = buf.get(self.ahead_len..) else {
+                return;
+            };
+            if rest.first() != Some(&b'*') {
+                return;
+            }
+            let first = self.ranges.len();
+            match self.walk(rest, true, AHEAD_MAX_ARGS) {
+                Ok(Walk::Complete(len)) => {
+                    self.ahead.push_back((len, self.ranges.len() - first));
+                    self.ahead_len += len;
+                }
+                Ok(Walk::Empty(len)) => {
+                    self.ahead.push_back((len, 0));
+                    self.ahead_len += len;
+                }
+                _ => {
+                    self.ranges.truncate(first);
+                    return;
+                }
+            }
         }
     }
 
@@ -119,13 +189,26 @@ impl Framer {
         args: &mut Vec<Bytes>,
     ) -> Result<bool, ProtocolError> {
         args.clear();
+        if let Some((len, n)) = self.ahead.pop_front() {
+            self.ahead_len -= len;
+            if authenticated {
+                self.take(buf, len, n, args);
+                return Ok(true);
+            }
+            // Walked with an authenticated client's limits: walk again with the others'.
+            self.ahead.clear();
+            self.ahead_len = 0;
+        }
         if buf.is_empty() || buf.len() < self.need {
             return Ok(false);
         }
         if buf[0] != b'*' {
             return self.inline(buf, args);
         }
-        match self.walk(buf, authenticated)? {
+        // No request is walked ahead here: what `ranges` holds is an incomplete walk's.
+        self.ranges.clear();
+        self.taken = 0;
+        match self.walk(buf, authenticated, i64::MAX)? {
             Walk::Incomplete(need) => {
                 self.need = need;
                 Ok(false)
@@ -137,18 +220,40 @@ impl Framer {
             }
             Walk::Complete(n) => {
                 self.need = 0;
-                let frozen = buf.split_to(n).freeze();
-                args.extend(self.ranges.iter().map(|&(s, e)| frozen.slice(s..e)));
-                if self.ranges.capacity() > RANGES_KEPT {
-                    self.ranges = Vec::new();
-                }
+                let count = self.ranges.len();
+                self.take(buf, n, count, args);
                 Ok(true)
             }
         }
     }
 
-    /// Checks a multibulk request's headers against the limits, as far as the buffer goes.
-    fn walk(&mut self, buf: &[u8], authenticated: bool) -> Result<Walk, ProtocolError> {
+    /// Takes the walked request of `len` bytes and `n` arguments off the front of `buf`.
+    #[inline(always)]
+    fn take(&mut self, buf: &mut BytesMut, len: usize, n: usize, args: &mut Vec<Bytes>) {
+        let frozen = buf.split_to(len).freeze();
+        let taken = self.taken + n;
+        let ranges = &self.ranges[self.taken..taken];
+        args.extend(ranges.iter().map(|&(s, e)| frozen.slice(s..e)));
+        self.taken = taken;
+        if taken == self.ranges.len() {
+            self.ranges.clear();
+            self.taken = 0;
+            if self.ranges.capacity() > RANGES_KEPT {
+                self.ranges = Vec::new();
+            }
+        } else if taken >= RANGES_KEPT / 8 {
+            // Requests are walked ahead while earlier ones are taken: drop the taken ranges
+            // now and then (at most AHEAD requests of AHEAD_MAX_ARGS each are left to move).
+            self.ranges.drain(..taken);
+            self.taken = 0;
+        }
+    }
+
+    /// Checks a multibulk request's headers against the limits, as far as the buffer goes,
+    /// adding its arguments' ranges to `ranges` (whose caller drops them if it is not
+    /// complete). A request of more than `most` arguments is left as if incomplete.
+    #[inline(always)]
+    fn walk(&mut self, buf: &[u8], authenticated: bool, most: i64) -> Result<Walk, ProtocolError> {
         let (count, end) = match plain_header(buf, 1) {
             Some(header) => header,
             None => {
@@ -171,8 +276,10 @@ impl Framer {
             // Redis ignores an empty or negative multibulk count: nothing to run.
             return Ok(Walk::Empty(end + 2));
         }
+        if count > most {
+            return Ok(Walk::Incomplete(0));
+        }
         let mut pos = end + 2;
-        self.ranges.clear();
         self.ranges.reserve((count as usize).min(RANGES_KEPT));
         for _ in 0..count {
             if pos >= buf.len() {
@@ -498,6 +605,74 @@ mod tests {
                     prop_assert_eq!(got.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), want);
                 }
                 None => prop_assert!(framed.is_err()),
+            }
+        }
+
+        /// Walking requests ahead (and peeking at them) changes nothing that is framed: the
+        /// same requests, the same error at the same point, whether the client's
+        /// authentication changes on the way or not; and a peek shows the requests that come.
+        #[test]
+        fn walking_ahead_frames_the_same(
+            reqs in proptest::collection::vec(prop_oneof![
+                6 => proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..5)
+                    .prop_map(|args| {
+                        let mut w = format!("*{}\r\n", args.len()).into_bytes();
+                        for a in &args {
+                            w.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                            w.extend_from_slice(a);
+                            w.extend_from_slice(b"\r\n");
+                        }
+                        w
+                    }),
+                1 => Just(b"*0\r\n".to_vec()),
+                1 => Just(b"PING a\r\n".to_vec()),
+                1 => Just(b"*11\r\n".iter().copied().chain((0..11).flat_map(|_| *b"$1\r\nx\r\n")).collect()),
+                1 => Just(b"*1\r\n$99999\r\n".to_vec()),
+                1 => Just(b"*1\r\n$x\r\n".to_vec()),
+            ], 1..12),
+            cuts in proptest::collection::vec(0usize..300, 0..4),
+            auth in proptest::collection::vec(any::<bool>(), 12),
+        ) {
+            let wire = reqs.concat();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
+            cuts.push(wire.len());
+            cuts.sort_unstable();
+            // Framed plainly, and with a walk ahead and a peek after every request taken.
+            let run = |ahead: bool| {
+                let mut f = Framer::new(64 * 1024);
+                let (mut buf, mut fed, mut out, mut peeks) = (BytesMut::new(), 0, Vec::new(), Vec::new());
+                let mut args = Vec::new();
+                for &cut in &cuts {
+                    buf.extend_from_slice(&wire[fed..cut]);
+                    fed = cut;
+                    loop {
+                        let authenticated = auth[out.len() % auth.len()];
+                        match f.next_into(&mut buf, authenticated, &mut args) {
+                            Ok(true) => out.push(args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()),
+                            Ok(false) => break,
+                            Err(e) => return (out, Some(e), peeks),
+                        }
+                        if ahead {
+                            f.walk_ahead(&buf, authenticated);
+                            let [a, b] = f.peek(&buf);
+                            peeks.push((out.len(), a.map(|(n, k)| (n.to_vec(), k.to_vec())), b.map(|(n, k)| (n.to_vec(), k.to_vec()))));
+                        }
+                    }
+                }
+                (out, None, peeks)
+            };
+            let (plain, plain_err, _) = run(false);
+            let (walked, walked_err, peeks) = run(true);
+            prop_assert_eq!(&walked, &plain);
+            prop_assert_eq!(walked_err, plain_err);
+            // What a peek showed is what came next (when it came).
+            for (at, next, after) in peeks {
+                for (k, seen) in [(0, next), (1, after)] {
+                    if let (Some((name, key)), Some(req)) = (seen, plain.get(at + k)) {
+                        prop_assert_eq!(&req[0], &name);
+                        prop_assert_eq!(&req[1], &key);
+                    }
+                }
             }
         }
     }
