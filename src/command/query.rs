@@ -203,11 +203,66 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
             Err(e) => return out.error(&e.to_string()),
         },
     };
-    run_shape(app, db, session, out, &shape, &opts).await;
+    if !cached(app, session, out, &shape, &opts) {
+        run_shape(app, db, session, out, &shape, &opts).await;
+    }
     if session.query_shapes.len() >= SESSION_SHAPES {
         session.query_shapes.remove(0);
     }
     session.query_shapes.push((sql, shape));
+}
+
+/// A read this instance's QUERY cache answers, answered without entering the read path (no
+/// future built, nothing cloned): the common case, and the one a cache tier is for. `false`:
+/// not a cacheable read, or not in the cache; the read path looks again.
+fn cached(
+    app: &App,
+    session: &Session,
+    out: &mut Reply,
+    shape: &Shape,
+    opts: &Options<'_>,
+) -> bool {
+    if opts.nocache || opts.strong || shape.kind() != crate::db::classify::Kind::Read {
+        return false;
+    }
+    let key = result_key(app, shape, role(session), opts);
+    match app.queries.get(key, super::session_now(session)) {
+        Some(hit) => {
+            out.raw(hit.reply(format(session, opts)));
+            true
+        }
+        None => false,
+    }
+}
+
+/// A result's cache key: per PostgreSQL role (one role's rows are never served to another),
+/// statement and arguments.
+fn result_key(app: &App, shape: &Shape, role: &str, opts: &Options<'_>) -> u128 {
+    app.queries.key(
+        [&shape.fingerprint[..], b"role:", role.as_bytes()]
+            .into_iter()
+            .chain(opts.args.iter().map(|a| &a[..])),
+    )
+}
+
+/// The PostgreSQL role a connection's statements run as ("" for the pool's login role).
+fn role(session: &Session) -> &str {
+    session
+        .acl
+        .as_ref()
+        .and_then(|u| u.db_role.as_deref())
+        .unwrap_or("")
+}
+
+/// The form a QUERY's result is written in.
+fn format(session: &Session, opts: &Options<'_>) -> Format {
+    if opts.json {
+        Format::Json
+    } else if session.resp3 {
+        Format::Resp3
+    } else {
+        Format::Resp2
+    }
 }
 
 /// Statement shapes each connection keeps for itself.
@@ -226,13 +281,7 @@ async fn run_shape(
     } else {
         Priority::Normal
     };
-    let format = if opts.json {
-        Format::Json
-    } else if session.resp3 {
-        Format::Resp3
-    } else {
-        Format::Resp2
-    };
+    let format = format(session, opts);
     if shape.kind() != crate::db::classify::Kind::Read {
         return write(app, db, session, out, shape, opts, priority, format).await;
     }
@@ -269,13 +318,7 @@ async fn read(
         cacheable,
         run_as: run_as(session),
     };
-    // Results are per PostgreSQL role: one role's rows are never served to another.
-    let role = read.run_as.role.as_deref().unwrap_or("");
-    let key = cache.key(
-        [&shape.fingerprint[..], b"role:", role.as_bytes()]
-            .into_iter()
-            .chain(opts.args.iter().map(|a| &a[..])),
-    );
+    let key = result_key(app, shape, role(session), opts);
     let now = super::session_now(session);
     if cacheable {
         if let Some(hit) = cache.get(key, now) {
