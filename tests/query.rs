@@ -186,6 +186,20 @@ fn a_cached_read_is_served_without_touching_postgresql() {
         }
         assert_eq!(queries_run(&mut r), before, "hits ran no statement");
     }
+    // Hits count in the command's statistics like any call.
+    let calls = |r: &mut redis::Connection| -> u64 {
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(r).unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_query:calls="))
+            .and_then(|l| l.split(',').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no cmdstat_query in {stats}"))
+    };
+    let before = calls(&mut r);
+    for _ in 0..10 {
+        assert_eq!(json(&mut r, &sql, &["ARGS", "1", "1"])["source"], "l1");
+    }
+    assert_eq!(calls(&mut r), before + 10);
     // NOCACHE and STRONG always reach PostgreSQL; STRONG on the primary.
     let before = queries_run(&mut r);
     let j = json(&mut r, &sql, &["ARGS", "1", "1", "NOCACHE"]);

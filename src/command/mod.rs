@@ -149,6 +149,9 @@ pub async fn dispatch(
         return;
     };
     if REGISTRY.all[idx].flag(DATABASE) {
+        if query::run_cached(app, session, out, idx, args) {
+            return;
+        }
         return query::run(app, session, out, idx, args).await;
     }
     match &app.l2 {
