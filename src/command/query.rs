@@ -249,9 +249,7 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
             Err(e) => return out.error(&e.to_string()),
         },
     };
-    if !cached(app, session, out, &shape, &opts) {
-        run_shape(app, db, session, out, &shape, &opts).await;
-    }
+    run_shape(app, db, session, out, &shape, &opts).await;
     if session.query_shapes.len() >= SESSION_SHAPES {
         session.query_shapes.remove(0);
     }
@@ -260,7 +258,7 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
 
 /// A read this instance's QUERY cache answers, answered without entering the read path (no
 /// future built, nothing cloned): the common case, and the one a cache tier is for. `false`:
-/// not a cacheable read, or not in the cache; the read path looks again.
+/// not a cacheable read, or not in the cache.
 fn cached(
     app: &App,
     session: &Session,
