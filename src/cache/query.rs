@@ -15,6 +15,7 @@
 
 use crate::db::value::{to_json, write_resp, PgValue};
 use crate::server::reply::Reply;
+use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -157,9 +158,6 @@ impl Hasher for KeyBits {
     }
 }
 
-/// The seed of the cache key's hash.
-const KEY_SEED: u64 = 0x5747_a7a5;
-
 pub struct QueryCache {
     shards: Box<[Shard]>,
     /// Lock order: `tags` before any shard.
@@ -194,30 +192,32 @@ impl QueryCache {
         }
     }
 
-    /// The cache key of a query: the 128-bit XXH3 of its parts, each length-prefixed so that
-    /// no two different inputs share a byte stream. Parts are gathered on the stack and hashed
-    /// in one call; longer inputs are streamed (the same hash either way).
-    pub fn key<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> u128 {
-        let mut buf = [0u8; 256];
+    /// A cache key: `base` (the 128-bit hash of what the key is for: a statement's
+    /// fingerprint, a result's key) refined by `parts`, then `tail`. It is the 128-bit XXH3 of
+    /// the parts, each length-prefixed so that none runs into the next, seeded with the low half
+    /// of `base` and its high half XORed into the result's: two keys are alike only if their
+    /// bases are and their parts are, or by a 128-bit hash collision. Parts are gathered on the
+    /// stack and hashed in one call; longer inputs are streamed (the same hash either way).
+    pub fn key(&self, base: u128, parts: &[&[u8]], tail: &[Bytes]) -> u128 {
+        let (seed, high) = (base as u64, base >> 64 << 64);
+        let mut buf = [0u8; 128];
         let mut n = 0;
-        let mut parts = parts.into_iter();
-        while let Some(p) = parts.next() {
+        let all = || parts.iter().copied().chain(tail.iter().map(|p| &p[..]));
+        for p in all() {
             // Bulk strings are at most 512 MB: the length fits in four bytes.
-            let len = (p.len() as u32).to_le_bytes();
-            if n + len.len() + p.len() > buf.len() {
-                let mut h = xxhash_rust::xxh3::Xxh3::with_seed(KEY_SEED);
-                h.update(&buf[..n]);
-                for p in std::iter::once(p).chain(parts) {
+            let Some(to) = buf.get_mut(n..n + 4 + p.len()) else {
+                let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+                for p in all() {
                     h.update(&(p.len() as u32).to_le_bytes());
                     h.update(p);
                 }
-                return h.digest128();
-            }
-            buf[n..n + 4].copy_from_slice(&len);
-            buf[n + 4..n + 4 + p.len()].copy_from_slice(p);
+                return h.digest128() ^ high;
+            };
+            to[..4].copy_from_slice(&(p.len() as u32).to_le_bytes());
+            to[4..].copy_from_slice(p);
             n += 4 + p.len();
         }
-        xxhash_rust::xxh3::xxh3_128_with_seed(&buf[..n], KEY_SEED)
+        xxhash_rust::xxh3::xxh3_128_with_seed(&buf[..n], seed) ^ high
     }
 
     fn shard(&self, key: u128) -> &Shard {
@@ -453,30 +453,50 @@ mod tests {
         t.iter().map(|s| s.to_string()).collect()
     }
 
-    /// The key is XXH3-128 over the length-prefixed parts, whether they fit the stack buffer
-    /// or are streamed, and parts never run into each other.
+    /// The key is XXH3-128 over the length-prefixed parts, seeded with the base's low half
+    /// and its high half XORed in, whether the parts fit the stack buffer or are streamed;
+    /// parts never run into each other, and bases that differ in either half give different
+    /// keys.
     #[test]
     fn the_key_is_one_hash_of_the_length_prefixed_parts() {
         let c = QueryCache::new(10, 1 << 20);
+        let base = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128;
         let framed = |parts: &[&[u8]]| {
             let mut b = Vec::new();
             for p in parts {
                 b.extend_from_slice(&(p.len() as u32).to_le_bytes());
                 b.extend_from_slice(p);
             }
-            xxhash_rust::xxh3::xxh3_128_with_seed(&b, KEY_SEED)
+            xxhash_rust::xxh3::xxh3_128_with_seed(&b, base as u64) ^ (base >> 64 << 64)
         };
         let long = vec![b'x'; 300];
         for parts in [
             vec![&b"SELECT 1"[..], b"role:", b"", b"42"],
             vec![&long[..], b"a"],
+            vec![&b"abc"[..], &long[..100], &long[..20]],
             vec![&b"abc"[..], &long[..200], &long[..100]],
             vec![],
         ] {
-            assert_eq!(c.key(parts.iter().copied()), framed(&parts));
+            assert_eq!(c.key(base, &parts, &[]), framed(&parts));
+            // However the parts are split between the head and the tail.
+            for at in 0..=parts.len() {
+                let tail: Vec<Bytes> = parts[at..]
+                    .iter()
+                    .map(|p| Bytes::copy_from_slice(p))
+                    .collect();
+                assert_eq!(c.key(base, &parts[..at], &tail), framed(&parts));
+            }
         }
-        assert_ne!(c.key([&b"ab"[..], b"c"]), c.key([&b"a"[..], b"bc"]));
-        assert_ne!(c.key([&b"a"[..]]), c.key([&b"a"[..], b""]));
+        assert_ne!(
+            c.key(base, &[b"ab", b"c"], &[]),
+            c.key(base, &[b"a", b"bc"], &[])
+        );
+        assert_ne!(c.key(base, &[b"a"], &[]), c.key(base, &[b"a", b""], &[]));
+        assert_ne!(c.key(base, &[b"a"], &[]), c.key(base ^ 1, &[b"a"], &[]));
+        assert_ne!(
+            c.key(base, &[b"a"], &[]),
+            c.key(base ^ 1 << 64, &[b"a"], &[])
+        );
     }
 
     #[test]

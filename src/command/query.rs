@@ -68,16 +68,37 @@ fn parse_count(arg: Option<&Bytes>, left: usize) -> Result<usize, String> {
     Ok(n as usize)
 }
 
-/// `word` upper-cased in `buf`; empty when absent or longer than any option word.
-fn upper<'b>(buf: &'b mut [u8; 12], word: Option<&Bytes>) -> &'b [u8] {
-    match word {
-        Some(w) if w.len() <= buf.len() => {
-            let b = &mut buf[..w.len()];
-            b.copy_from_slice(w);
-            b.make_ascii_uppercase();
-            b
+/// A word packed for a comparison that ignores case: up to 15 bytes, each OR 0x20, and the
+/// length in the top byte; 0 for anything longer. Two words of letters only (every option word
+/// is one) pack alike exactly when they are equal ignoring case.
+const fn packed(w: &[u8]) -> u128 {
+    if w.len() > 15 {
+        return 0;
+    }
+    let mut v = 0u128;
+    let mut i = 0;
+    while i < w.len() {
+        v |= (w[i] as u128) << (8 * i);
+        i += 1;
+    }
+    folded(v, w.len())
+}
+
+/// Packed bytes `v` of a word of `len` bytes, each byte OR 0x20 and the length on top.
+const fn folded(v: u128, len: usize) -> u128 {
+    const CASE: u128 = (u128::MAX >> 8) / 0xff * 0x20; // 0x20 in each of the low 15 bytes
+    v | CASE | ((len as u128) << 120)
+}
+
+/// [`packed`] for an argument, with one copy rather than a loop.
+fn pack(w: Option<&Bytes>) -> u128 {
+    match w {
+        Some(w) if w.len() <= 15 => {
+            let mut b = [0u8; 16];
+            b[..w.len()].copy_from_slice(w);
+            folded(u128::from_le_bytes(b), w.len())
         }
-        _ => b"",
+        _ => 0,
     }
 }
 
@@ -88,8 +109,8 @@ fn int_arg(args: &[Bytes], i: usize) -> Result<i64, String> {
 }
 
 /// An option value that is one of two words: true for `yes`, false for `no`.
-fn choice(buf: &mut [u8; 12], word: Option<&Bytes>, yes: &[u8], no: &[u8]) -> Result<bool, String> {
-    match upper(buf, word) {
+fn choice(word: Option<&Bytes>, yes: u128, no: u128) -> Result<bool, String> {
+    match pack(word) {
         w if w == yes => Ok(true),
         w if w == no => Ok(false),
         _ => Err(syntax()),
@@ -97,18 +118,26 @@ fn choice(buf: &mut [u8; 12], word: Option<&Bytes>, yes: &[u8], no: &[u8]) -> Re
 }
 
 fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
+    const ARGS: u128 = packed(b"ARGS");
+    const TAGS: u128 = packed(b"TAGS");
+    const TTL: u128 = packed(b"TTL");
+    const MAXLAG: u128 = packed(b"MAXLAG");
+    const CONSISTENCY: u128 = packed(b"CONSISTENCY");
+    const PRIORITY: u128 = packed(b"PRIORITY");
+    const FORMAT: u128 = packed(b"FORMAT");
+    const USER: u128 = packed(b"USER");
+    const NOCACHE: u128 = packed(b"NOCACHE");
     let mut o = Options::default();
     let mut i = 2;
-    // Option words compared in place, upper-cased into small buffers (no allocation).
-    let (mut name, mut value) = ([0u8; 12], [0u8; 12]);
+    // Option words compared packed (no allocation, no per-byte loop).
     while i < args.len() {
-        match upper(&mut name, args.get(i)) {
-            b"ARGS" => {
+        match pack(args.get(i)) {
+            ARGS => {
                 let n = parse_count(args.get(i + 1), args.len().saturating_sub(i + 2))?;
                 o.args = &args[i + 2..i + 2 + n];
                 i += 2 + n;
             }
-            b"TAGS" => {
+            TAGS => {
                 let n = parse_count(args.get(i + 1), args.len().saturating_sub(i + 2))?;
                 o.tags = args[i + 2..i + 2 + n]
                     .iter()
@@ -116,7 +145,7 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                     .collect();
                 i += 2 + n;
             }
-            b"TTL" => {
+            TTL => {
                 let n = int_arg(args, i + 1)?;
                 if n <= 0 || n > i64::MAX / 1000 {
                     return Err("ERR invalid expire time in 'query' command".into());
@@ -124,7 +153,7 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                 o.ttl = Some(n as u64);
                 i += 2;
             }
-            b"MAXLAG" => {
+            MAXLAG => {
                 let n = int_arg(args, i + 1)?;
                 if n < 0 {
                     return Err("ERR MAXLAG must be zero or more milliseconds".into());
@@ -132,24 +161,24 @@ fn parse(args: &[Bytes]) -> Result<Options<'_>, String> {
                 o.max_lag = Some(n as u64);
                 i += 2;
             }
-            b"CONSISTENCY" => {
-                o.strong = choice(&mut value, args.get(i + 1), b"STRONG", b"EVENTUAL")?;
+            CONSISTENCY => {
+                o.strong = choice(args.get(i + 1), packed(b"STRONG"), packed(b"EVENTUAL"))?;
                 i += 2;
             }
-            b"PRIORITY" => {
-                o.critical = choice(&mut value, args.get(i + 1), b"CRITICAL", b"NORMAL")?;
+            PRIORITY => {
+                o.critical = choice(args.get(i + 1), packed(b"CRITICAL"), packed(b"NORMAL"))?;
                 i += 2;
             }
-            b"FORMAT" => {
-                o.json = choice(&mut value, args.get(i + 1), b"JSON", b"RESP")?;
+            FORMAT => {
+                o.json = choice(args.get(i + 1), packed(b"JSON"), packed(b"RESP"))?;
                 i += 2;
             }
-            b"USER" => {
+            USER => {
                 // The QUERY limits' key; nothing else reads it.
                 o.user = Some(args.get(i + 1).ok_or_else(syntax)?);
                 i += 2;
             }
-            b"NOCACHE" => {
+            NOCACHE => {
                 o.nocache = true;
                 i += 1;
             }
@@ -206,8 +235,10 @@ pub fn run_cached(
         return false;
     }
     // The most recent shape last, as `query` keeps them.
-    let shape = session.query_shapes.swap_remove(i);
-    session.query_shapes.push(shape);
+    if i + 1 < session.query_shapes.len() {
+        let shape = session.query_shapes.swap_remove(i);
+        session.query_shapes.push(shape);
+    }
     record(app, session, out, idx, args, start, before);
     true
 }
@@ -282,11 +313,8 @@ fn cached(
 /// A result's cache key: per PostgreSQL role (one role's rows are never served to another),
 /// statement and arguments.
 fn result_key(app: &App, shape: &Shape, role: &str, opts: &Options<'_>) -> u128 {
-    app.queries.key(
-        [&shape.fingerprint[..], b"role:", role.as_bytes()]
-            .into_iter()
-            .chain(opts.args.iter().map(|a| &a[..])),
-    )
+    let statement = u128::from_le_bytes(shape.fingerprint);
+    app.queries.key(statement, &[role.as_bytes()], opts.args)
 }
 
 /// The PostgreSQL role a connection's statements run as ("" for the pool's login role).
@@ -441,7 +469,7 @@ async fn read(
     // Single flight for identical misses that started after the same invalidations and ask
     // nothing special of the replica.
     let got = if cacheable && read.min_lsn == 0 {
-        let flight = cache.key([&key.to_le_bytes()[..], &generation.to_le_bytes()[..]]);
+        let flight = cache.key(key, &[&generation.to_le_bytes()], &[]);
         cache.single_flight(flight, fetch).await
     } else {
         fetch().await
@@ -958,4 +986,91 @@ pub fn start(app: &Arc<App>) {
         })
     };
     db.listen(on_notify, on_reconnect, app.shutdown_signal());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORDS: [&[u8]; 15] = [
+        b"ARGS",
+        b"TAGS",
+        b"TTL",
+        b"MAXLAG",
+        b"CONSISTENCY",
+        b"PRIORITY",
+        b"FORMAT",
+        b"USER",
+        b"NOCACHE",
+        b"STRONG",
+        b"EVENTUAL",
+        b"CRITICAL",
+        b"NORMAL",
+        b"JSON",
+        b"RESP",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// An argument packs as an option word exactly when it equals the word ignoring case,
+        /// whatever bytes it holds (letters flipped in case, bytes one bit off a letter, NUL
+        /// padding, trailing spaces, longer than any word).
+        #[test]
+        fn option_words_match_ignoring_case_and_nothing_else(
+            word in 0..WORDS.len(),
+            edits in proptest::collection::vec((0..20usize, prop_oneof![
+                Just(0x20u8), Just(0x40), Just(0x01), Just(0x80)]), 0..3),
+            tail in prop_oneof![Just(vec![]), Just(vec![b' ']), Just(vec![0u8]),
+                proptest::collection::vec(any::<u8>(), 0..14)],
+        ) {
+            let mut w = WORDS[word].to_vec();
+            for (at, bit) in edits {
+                if let Some(b) = w.get_mut(at) {
+                    *b ^= bit;
+                }
+            }
+            w.extend_from_slice(&tail);
+            let arg = Bytes::from(w.clone());
+            for other in WORDS {
+                prop_assert_eq!(pack(Some(&arg)) == packed(other), w.eq_ignore_ascii_case(other));
+            }
+        }
+    }
+
+    #[test]
+    fn options_parse_in_any_case() {
+        let args: Vec<Bytes> = [
+            "QUERY",
+            "SELECT $1",
+            "args",
+            "1",
+            "42",
+            "Format",
+            "json",
+            "consistency",
+            "Strong",
+            "nocache",
+            "TtL",
+            "5",
+        ]
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+        let o = parse(&args).unwrap();
+        assert_eq!(o.args, &args[4..5]);
+        assert!(o.json && o.strong && o.nocache);
+        assert_eq!(o.ttl, Some(5));
+        for bad in [
+            &["ARG", "0"][..],
+            &["ARGSX", "0"],
+            &["FORMAT", "JSONX"],
+            &["NOCACHE\0"],
+        ] {
+            let mut a: Vec<Bytes> = vec![Bytes::from("QUERY"), Bytes::from("SELECT 1")];
+            a.extend(bad.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())));
+            assert_eq!(parse(&a).unwrap_err(), "ERR syntax error", "{bad:?}");
+        }
+    }
 }
