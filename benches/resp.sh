@@ -3,8 +3,9 @@
 # same run on this machine (see docs/performance.md for how to read the result).
 #
 # - Both servers are pinned to core 1, redis-benchmark to core 0 (taskset), so each server
-#   gets one core; rounds are interleaved (Redis, Strata, Redis, Strata, ...) and medians of
-#   the rounds are reported, because a single round on a shared 2-core machine swings a lot.
+#   gets one core; each test runs on one server right after the other (which one goes first
+#   alternates from round to round) and medians of the rounds are reported, because a single
+#   round on a shared 2-core machine swings a lot.
 # - Throughput: `redis-benchmark -t set,get,incr,mset,hset -c 50 -r 100000 -d 100` at
 #   pipeline 1 and 16, one redis-benchmark run per test. Memory: 1 000 000 keys of 100-byte
 #   values loaded through `redis-cli --pipe`, RSS growth per key.
@@ -49,13 +50,18 @@ SUITE=ping_inline,ping_mbulk,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,z
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 : > "$OUT/throughput.csv"
+# Each test runs on one server right after the other (which goes first alternates from round to
+# round), so that both meet the machine in the same state: on a shared 2-core machine its speed
+# drifts over minutes, and a whole suite on one server then on the other can catch a drift.
 for round in $(seq "$ROUNDS"); do
-  for server in redis strata; do
-    port=$RPORT; pid=$RPID; [ "$server" = strata ] && { port=$SPORT; pid=$SPID; }
-    for p in 1 16; do
-      n=$N_P1; [ "$p" = 16 ] && n=$N_P16
-      redis-cli -p "$port" flushall >/dev/null
-      for t in ${SUITE//,/ }; do
+  order="redis strata"; [ $((round % 2)) = 0 ] && order="strata redis"
+  for p in 1 16; do
+    n=$N_P1; [ "$p" = 16 ] && n=$N_P16
+    redis-cli -p "$RPORT" flushall >/dev/null
+    redis-cli -p "$SPORT" flushall >/dev/null
+    for t in ${SUITE//,/ }; do
+      for server in $order; do
+        port=$RPORT; pid=$RPID; [ "$server" = strata ] && { port=$SPORT; pid=$SPID; }
         before=$(ticks "$pid")
         /usr/bin/time -f '%U %S' -o "$OUT/client-time" taskset -c 0 redis-benchmark -p "$port" -t "$t" \
           -c 50 -n "$n" -P "$p" -r 100000 -d 100 --csv -q 2>/dev/null | tail -n +2 > "$OUT/run.csv"

@@ -283,7 +283,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 ));
             }
-            name = Some(args[i + 1].clone());
+            name = Some(Bytes::copy_from_slice(&args[i + 1]));
             i += 2;
         } else {
             return Err(CmdError::msg(format!(
@@ -376,7 +376,7 @@ fn client_setname(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    *ctx.session.info.name.lock() = args[2].clone();
+    *ctx.session.info.name.lock() = Bytes::copy_from_slice(&args[2]);
     ctx.out.ok();
     Ok(())
 }
@@ -392,7 +392,7 @@ fn client_getname(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
 }
 
 fn client_setinfo(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let val = args[3].clone();
+    let val = Bytes::copy_from_slice(&args[3]);
     if !valid_client_name(&val) {
         return Err(CmdError::msg(format!(
             "ERR {} cannot contain spaces, newlines or special characters.",

@@ -82,10 +82,13 @@ fn subscribe_generic(ctx: &mut Ctx<'_>, args: &[Bytes], kind: Kind) -> CmdResult
             Kind::Pattern => &mut ctx.session.patterns,
         };
         if !list.contains(name) {
+            // A copy: a slice would keep the whole read buffer it came in alive for as
+            // long as the subscription lasts.
+            let name = Bytes::copy_from_slice(name);
             list.push(name.clone());
             match kind {
-                Kind::Channel => ctx.app.pubsub.subscribe(name, &sub, resp3),
-                Kind::Pattern => ctx.app.pubsub.psubscribe(name, &sub, resp3),
+                Kind::Channel => ctx.app.pubsub.subscribe(&name, &sub, resp3),
+                Kind::Pattern => ctx.app.pubsub.psubscribe(&name, &sub, resp3),
             }
         }
         let what: &[u8] = match kind {

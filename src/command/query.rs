@@ -276,7 +276,8 @@ async fn query(app: &App, session: &mut Session, out: &mut Reply, args: &[Bytes]
     let (sql, shape) = match session.query_shapes.iter().position(|(s, _)| *s == args[1]) {
         Some(i) => session.query_shapes.swap_remove(i),
         None => match db.shape(&args[1], session.acl.as_ref().is_none_or(|u| u.ddl)) {
-            Ok(s) => (args[1].clone(), s),
+            // A copy: a slice would keep the whole read buffer it came in alive.
+            Ok(s) => (Bytes::copy_from_slice(&args[1]), s),
             Err(e) => return out.error(&e.to_string()),
         },
     };

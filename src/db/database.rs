@@ -664,7 +664,10 @@ impl Database {
             classified,
             runs_as_write: AtomicBool::new(false),
         });
-        self.shapes.write().put(sql.clone(), shape.clone());
+        // A copy: the request's slice would keep its whole read buffer alive.
+        self.shapes
+            .write()
+            .put(Bytes::copy_from_slice(sql), shape.clone());
         Ok(shape)
     }
 
