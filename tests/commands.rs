@@ -2256,6 +2256,24 @@ const DIFFERENTIAL: &[&str] = &[
     "DBSIZE",
     "KEYS *",
     "RANDOMKEY",
+    // COMMAND GETKEYS: fixed, stepped, numkeys and container keys, and each error.
+    "COMMAND GETKEYS SET k v",
+    "COMMAND GETKEYS MSET a 1 b 2",
+    "COMMAND GETKEYS MGET a b c",
+    "COMMAND GETKEYS EVAL return\\s1 2 x y z",
+    "COMMAND GETKEYS EVAL return\\s1 0",
+    "COMMAND GETKEYS ZUNIONSTORE dst 2 a b WEIGHTS 1 2",
+    "COMMAND GETKEYS ZUNIONSTORE dst 5 a",
+    "COMMAND GETKEYS ZUNIONSTORE dst x a",
+    "COMMAND GETKEYS LMOVE a b LEFT RIGHT",
+    "COMMAND GETKEYS OBJECT ENCODING k",
+    "COMMAND GETKEYS OBJECT NOSUCH k",
+    "COMMAND GETKEYS PING",
+    "COMMAND GETKEYS PING x",
+    "COMMAND GETKEYS GET a b",
+    "COMMAND GETKEYS NOSUCH k",
+    "COMMAND GETKEYS GET",
+    "COMMAND GETKEYS",
 ];
 
 #[test]

@@ -166,6 +166,16 @@ pub static COMMAND: &[Command] = &[
     )
     .with_tips(&["nondeterministic_output_order"]),
     cmd(
+        "getkeys",
+        -4,
+        LOADING | STALE,
+        (0, 0, 0),
+        S_CONN,
+        "server",
+        "Extracts the key names from an arbitrary command.",
+        command_getkeys,
+    ),
+    cmd(
         "help",
         2,
         LOADING | STALE,
@@ -757,6 +767,51 @@ fn command_list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     Ok(())
 }
 
+/// COMMAND GETKEYS: the keys a full command would touch, found as dispatch finds them (from
+/// the table), with Redis's checks in Redis's order.
+fn command_getkeys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let reg = &*REGISTRY;
+    let target = &args[2..];
+    // As Redis looks a command up from its arguments: a container's second word names the
+    // subcommand.
+    let found = reg.lookup(&target[0]).and_then(|i| {
+        match (reg.all[i].subcommands.is_empty(), target.get(1)) {
+            (false, Some(sub)) => reg.lookup_sub(i, sub),
+            _ => Some(i),
+        }
+    });
+    let Some(i) = found else {
+        return Err(CmdError::new("ERR Invalid command specified"));
+    };
+    let c = reg.all[i];
+    if c.first_key <= 0 && c.movable.is_none() {
+        return Err(CmdError::new("ERR The command has no key arguments"));
+    }
+    if !c.arity_ok(target.len()) {
+        return Err(CmdError::new(
+            "ERR Invalid number of arguments specified for command",
+        ));
+    }
+    // A `numkeys` that is not a count of the arguments there is invalid, as in Redis (the
+    // dispatch path reports it in each command's own words).
+    let bad_count = c.movable.is_some_and(|m| {
+        let left = target.len().saturating_sub(m.numkeys + 1) as i64;
+        !target
+            .get(m.numkeys)
+            .and_then(|a| super::args::parse_i64(a))
+            .is_some_and(|n| (0..=left).contains(&n))
+    });
+    let keys: Vec<usize> = c.key_indexes(target).collect();
+    if bad_count || (keys.is_empty() && !c.flag(super::table::NO_MANDATORY_KEYS)) {
+        return Err(CmdError::new("ERR Invalid arguments specified for command"));
+    }
+    ctx.out.array(keys.len());
+    for k in keys {
+        ctx.out.bulk(&target[k]);
+    }
+    Ok(())
+}
+
 fn command_help(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
     help(
         ctx,
@@ -772,6 +827,8 @@ fn command_help(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult {
             "    Return documentation details about multiple commands.",
             "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
             "    Return a list of all commands.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full Redis command.",
         ],
     )
 }
