@@ -10,7 +10,7 @@
 //! redis-cli and telnet users send, are parsed here too.
 //! A framing error is fatal for the connection, as in Redis.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
 /// Longest inline request or count line Redis accepts (PROTO_INLINE_MAX_SIZE).
@@ -230,17 +230,10 @@ impl Framer {
     /// Takes the walked request of `len` bytes and `n` arguments off the front of `buf`.
     #[inline(always)]
     fn take(&mut self, buf: &mut BytesMut, len: usize, n: usize, args: &mut Vec<Bytes>) {
-        let mut frozen = buf.split_to(len).freeze();
+        let frozen = buf.split_to(len).freeze();
         let taken = self.taken + n;
         let ranges = &self.ranges[self.taken..taken];
-        // The last argument is the request's own handle, narrowed: one reference count
-        // fewer to take and to drop.
-        if let Some((&(start, end), rest)) = ranges.split_last() {
-            args.extend(rest.iter().map(|&(s, e)| frozen.slice(s..e)));
-            frozen.truncate(end);
-            frozen.advance(start);
-            args.push(frozen);
-        }
+        args.extend(ranges.iter().map(|&(s, e)| frozen.slice(s..e)));
         self.taken = taken;
         if taken == self.ranges.len() {
             self.ranges.clear();
