@@ -794,15 +794,8 @@ fn command_getkeys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     }
     // A `numkeys` that is not a count of the arguments there is invalid, as in Redis (the
     // dispatch path reports it in each command's own words).
-    let bad_count = c.movable.is_some_and(|m| {
-        let left = target.len().saturating_sub(m.numkeys + 1) as i64;
-        !target
-            .get(m.numkeys)
-            .and_then(|a| super::args::parse_i64(a))
-            .is_some_and(|n| (0..=left).contains(&n))
-    });
     let keys: Vec<usize> = c.key_indexes(target).collect();
-    if bad_count || (keys.is_empty() && !c.flag(super::table::NO_MANDATORY_KEYS)) {
+    if !c.numkeys_ok(target) || (keys.is_empty() && !c.flag(super::table::NO_MANDATORY_KEYS)) {
         return Err(CmdError::new("ERR Invalid arguments specified for command"));
     }
     ctx.out.array(keys.len());

@@ -136,6 +136,18 @@ impl Command {
         fixed.into_iter().chain(moving).chain(positions)
     }
 
+    /// Whether a command whose keys move has a `numkeys` that counts arguments that are
+    /// there (commands with fixed key positions always do). [`Command::key_indexes`] takes
+    /// as many as there are either way.
+    pub fn numkeys_ok(&self, args: &[Bytes]) -> bool {
+        self.movable.is_none_or(|m| {
+            let left = args.len().saturating_sub(m.numkeys + 1) as i64;
+            args.get(m.numkeys)
+                .and_then(|a| super::args::parse_i64(a))
+                .is_some_and(|n| (0..=left).contains(&n))
+        })
+    }
+
     /// Positions of the key arguments from first/last/step alone.
     fn key_positions(&self, argc: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
         let first = self.first_key.max(0) as usize;
