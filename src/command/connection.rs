@@ -772,15 +772,7 @@ fn command_list(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 fn command_getkeys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     let reg = &*REGISTRY;
     let target = &args[2..];
-    // As Redis looks a command up from its arguments: a container's second word names the
-    // subcommand.
-    let found = reg.lookup(&target[0]).and_then(|i| {
-        match (reg.all[i].subcommands.is_empty(), target.get(1)) {
-            (false, Some(sub)) => reg.lookup_sub(i, sub),
-            _ => Some(i),
-        }
-    });
-    let Some(i) = found else {
+    let Some(i) = reg.lookup_command(target) else {
         return Err(CmdError::new("ERR Invalid command specified"));
     };
     let c = reg.all[i];

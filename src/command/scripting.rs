@@ -244,17 +244,6 @@ fn shebang(body: &[u8]) -> Result<(Option<Flags>, usize), CmdError> {
     Ok((Some(flags), end))
 }
 
-/// Redis's `lookupCommand`: the command, or the subcommand when the command is a container and
-/// a second word is given.
-pub fn lookup(argv: &[Bytes]) -> Option<usize> {
-    let reg = &*REGISTRY;
-    let idx = reg.lookup(argv.first()?)?;
-    if !reg.all[idx].subcommands.is_empty() && argv.len() >= 2 {
-        return reg.lookup_sub(idx, &argv[1]);
-    }
-    Some(idx)
-}
-
 /// What `redis.call` needs while one script runs: the script's session and reply buffer.
 struct CallEnv<'a> {
     app: &'a App,
@@ -281,7 +270,7 @@ impl CallEnv<'_> {
             Err(msg) => return Ok((Value::Table(convert::err_table(lua, msg, false)?), true)),
         };
         drop(args);
-        let Some(idx) = lookup(&argv) else {
+        let Some(idx) = REGISTRY.lookup_command(&argv) else {
             return refuse(lua, UNKNOWN_CMD);
         };
         let c = REGISTRY.all[idx];
@@ -658,10 +647,12 @@ mod tests {
     #[test]
     fn lookup_follows_containers() {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
-        assert!(lookup(&[b("GET"), b("k")]).is_some());
-        assert!(lookup(&[b("nosuch")]).is_none());
-        assert!(lookup(&[b("client"), b("nosub")]).is_none());
-        let c = lookup(&[b("client")]).unwrap();
+        assert!(REGISTRY.lookup_command(&[b("GET"), b("k")]).is_some());
+        assert!(REGISTRY.lookup_command(&[b("nosuch")]).is_none());
+        assert!(REGISTRY
+            .lookup_command(&[b("client"), b("nosub")])
+            .is_none());
+        let c = REGISTRY.lookup_command(&[b("client")]).unwrap();
         assert!(!REGISTRY.all[c].arity_ok(1));
     }
 

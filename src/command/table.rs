@@ -505,6 +505,16 @@ impl Registry {
         self.subs.get(&(parent, lower(name, &mut buf)?)).copied()
     }
 
+    /// Redis's `lookupCommand`: the command `argv` names, or its subcommand when it is a
+    /// container and a second word is given.
+    pub fn lookup_command(&self, argv: &[Bytes]) -> Option<usize> {
+        let idx = self.lookup(argv.first()?)?;
+        match (self.all[idx].subcommands.is_empty(), argv.get(1)) {
+            (false, Some(sub)) => self.lookup_sub(idx, sub),
+            _ => Some(idx),
+        }
+    }
+
     /// Top-level commands (COMMAND COUNT / LIST / INFO without names).
     pub fn top_level(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.all.len()).filter(|&i| self.parent[i].is_none())

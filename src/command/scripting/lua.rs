@@ -747,7 +747,10 @@ fn raw_library(
                 Ok(a) => a,
                 Err(msg) => return fail_table(lua, msg),
             };
-            if crate::command::scripting::lookup(&argv).is_none() {
+            if crate::command::table::REGISTRY
+                .lookup_command(&argv)
+                .is_none()
+            {
                 return fail_table(lua, "Invalid command passed to redis.acl_check_cmd()");
             }
             // No ACL rules exist yet: the script's user may run every command.
