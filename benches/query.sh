@@ -5,6 +5,10 @@
 # 1. A point read served from Strata's QUERY cache vs Strata's own GET: redis-benchmark
 #    -c 50, P1 and P16, same key every time (always a hit), with the RESP reply and with
 #    FORMAT JSON; ratio of medians (target >= 0.9), and the client's CPU per request.
+#    A control for the reply's shape: HSCAN of a one-field hash, whose reply is five objects
+#    like a one-row hit's, against GET, on Strata and on a redis-server started beside it;
+#    where the client bounds the rate, Redis's own five-object reply falls behind its GET
+#    as far.
 #    Plus Strata's CPU per hit (utime+stime of the process over a fixed number of hits) vs
 #    PostgreSQL's backend CPU per prepared point SELECT (pgbench -M prepared over the same
 #    number, the postmaster's reaped children's CPU): target Strata <= 1/5 of PostgreSQL.
@@ -20,6 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 N_HIT=${N_HIT:-200000}
+N_HIT16=${N_HIT16:-2000000} # at P16 (about 2 s a run; 200 000 would be over in a fifth of one)
 N_CPU=${N_CPU:-100000}
 N_ONE=${N_ONE:-20000}
 OUT=${OUT:-bench-results/query}
@@ -71,7 +76,11 @@ env STRATA_HTTP_LISTEN='""' STRATA_LOG_LEVEL=warn \
 STRATA_PID=$!
 pids+=($STRATA_PID)
 wait_port "$SP"
-redis-cli -p "$SP" SET k "$(head -c 32 /dev/zero | tr '\0' x)" >/dev/null
+start_upstream # the control's redis-server (port $UP)
+for port in "$SP" "$UP"; do
+  redis-cli -p "$port" SET k "$(head -c 32 /dev/zero | tr '\0' x)" >/dev/null
+  redis-cli -p "$port" HSET h v "$(head -c 32 /dev/zero | tr '\0' x)" >/dev/null
+done
 redis-cli -p "$SP" QUERY "$POINT" ARGS 1 42 >/dev/null
 redis-cli -p "$SP" QUERY "$HEAVY" >/dev/null
 
@@ -83,12 +92,13 @@ PM_PID=$(head -1 "$DIR/data/postmaster.pid")
 #    redis-benchmark's reply parser about three times what a GET's bulk string does; the same
 #    hit as FORMAT JSON is one bulk string. The client's CPU per request (user + system, from
 #    /usr/bin/time) shows which side bounds each row.
-bench_hits() { # $1 label, $2 pipeline, rest: the command
+bench_hits() { # $1 label, $2 pipeline, rest: the command (to Strata, or to $PORT)
   local label=$1 p=$2; shift 2
-  local rps
-  rps=$(/usr/bin/time -o "$DIR/time" -f '%U %S' taskset -c 0 redis-benchmark -p "$SP" -c 50 -n "$N_HIT" -P "$p" --csv -q "$@" 2>/dev/null \
+  local rps n=$N_HIT
+  [ "$p" = 1 ] || n=$N_HIT16
+  rps=$(/usr/bin/time -o "$DIR/time" -f '%U %S' taskset -c 0 redis-benchmark -p "${PORT:-$SP}" -c 50 -n "$n" -P "$p" --csv -q "$@" 2>/dev/null \
     | tail -n +2 | python3 -c 'import csv,sys; print(next(csv.reader(sys.stdin))[1])')
-  echo "$round,$label,$p,$rps,$(awk -v n="$N_HIT" '{print ($1 + $2) * 1e6 / n}' "$DIR/time")" >> "$OUT/hits.csv"
+  echo "$round,$label,$p,$rps,$(awk -v n="$n" '{print ($1 + $2) * 1e6 / n}' "$DIR/time")" >> "$OUT/hits.csv"
 }
 want hits && : > "$OUT/hits.csv"
 want hits && for round in $(seq "$ROUNDS"); do
@@ -96,6 +106,9 @@ want hits && for round in $(seq "$ROUNDS"); do
     bench_hits get "$p" GET k
     bench_hits query "$p" QUERY "$POINT" ARGS 1 42
     bench_hits query_json "$p" QUERY "$POINT" ARGS 1 42 FORMAT JSON
+    bench_hits hscan "$p" HSCAN h 0
+    PORT=$UP bench_hits redis_get "$p" GET k
+    PORT=$UP bench_hits redis_hscan "$p" HSCAN h 0
   done
 done
 cat > "$DIR/point.sql" <<'SQL'
@@ -157,6 +170,16 @@ if "hits" in sections:
         for p in ("1", "16"):
             g, q = med(by[("get", p)]), med(by[(label, p)])
             print(f"| {name} | {p} | {g:,.0f} | {q:,.0f} | {q/g:.2f} | {med(cl[('get', p)]):.2f} / {med(cl[(label, p)]):.2f} |")
+    print()
+    print("| same-shape control | pipeline | GET rps | HSCAN h 0 rps | ratio | client CPU µs/req GET / HSCAN |")
+    print("|---|---|---|---|---|---|")
+    for server, g, h in (("Strata", "get", "hscan"), ("redis-server", "redis_get", "redis_hscan")):
+        for p in ("1", "16"):
+            gr, hr = med(by[(g, p)]), med(by[(h, p)])
+            print(f"| {server} | {p} | {gr:,.0f} | {hr:,.0f} | {hr/gr:.2f} | {med(cl[(g, p)]):.2f} / {med(cl[(h, p)]):.2f} |")
+    print()
+    print("| QUERY hit (RESP) / Strata's HSCAN h 0, same reply shape | " + " | ".join(
+        f"P{p}: {med(by[('query', p)]) / med(by[('hscan', p)]):.2f}" for p in ("1", "16")) + " |")
     print()
 if "cpu" in sections:
     s, pg = (float(x) for x in rows("cpu.csv")[0])
