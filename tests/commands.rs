@@ -1334,8 +1334,10 @@ fn client_id_setname_getname_list_kill() {
     });
 }
 
-/// One COMMAND INFO entry: (arity, flags, first key, last key, step).
-fn command_info(c: &mut Connection, name: &str) -> Option<(i64, HashSet<String>, i64, i64, i64)> {
+/// One COMMAND INFO entry: (arity, flags, first key, last key, step, ACL categories in order).
+type Info = (i64, HashSet<String>, i64, i64, i64, Vec<String>);
+
+fn command_info(c: &mut Connection, name: &str) -> Option<Info> {
     let v = val(c, &["COMMAND", "INFO", name]);
     let Value::Array(mut items) = v else {
         panic!("COMMAND INFO {name}: {v:?}");
@@ -1359,7 +1361,24 @@ fn command_info(c: &mut Connection, name: &str) -> Option<(i64, HashSet<String>,
             .collect(),
         other => panic!("flags {other:?}"),
     };
-    Some((int(&f[1]), flags, int(&f[3]), int(&f[4]), int(&f[5])))
+    let categories = match &f[6] {
+        Value::Array(x) | Value::Set(x) => x
+            .iter()
+            .map(|v| match v {
+                Value::SimpleString(s) => s.clone(),
+                other => panic!("category {other:?}"),
+            })
+            .collect(),
+        other => panic!("categories {other:?}"),
+    };
+    Some((
+        int(&f[1]),
+        flags,
+        int(&f[3]),
+        int(&f[4]),
+        int(&f[5]),
+        categories,
+    ))
 }
 
 /// Every command DESIGN.md names under "Standard commands" (without subcommands).
@@ -1456,20 +1475,29 @@ fn command_count_info_docs_agree_with_redis() {
     let listed: Vec<String> = q(&mut c, &["COMMAND", "LIST"]);
     assert!(listed.len() >= count as usize);
     assert!(count as usize >= DESIGN_COMMANDS.len());
-    // Arity, key positions and the flags clients act on match Redis's for every command.
+    // Arity, key positions, the flags clients act on and the ACL categories (in Redis's order)
+    // match Redis's for every command both know.
     const CLIENT_FLAGS: &[&str] = &["write", "readonly", "denyoom", "admin", "noscript", "fast"];
     let mut diffs = Vec::new();
     for name in DESIGN_COMMANDS {
-        let Some((arity, flags, first, last, step)) = command_info(&mut c, name) else {
+        if command_info(&mut c, name).is_none() {
             diffs.push(format!("{name}: missing from COMMAND INFO"));
-            continue;
-        };
+        }
         assert!(
             listed.iter().any(|l| l == name),
             "{name} not in COMMAND LIST"
         );
-        let (r_arity, r_flags, r_first, r_last, r_step) =
-            command_info(&mut r, name).expect("redis knows the command");
+    }
+    for name in &listed {
+        let Some((r_arity, r_flags, r_first, r_last, r_step, r_cats)) = command_info(&mut r, name)
+        else {
+            continue; // Strata's own (QUERY, RATE, ...)
+        };
+        let (arity, flags, first, last, step, cats) =
+            command_info(&mut c, name).expect("a listed command has COMMAND INFO");
+        if cats != r_cats {
+            diffs.push(format!("{name}: categories {cats:?} != redis {r_cats:?}"));
+        }
         if (arity, first, last, step) != (r_arity, r_first, r_last, r_step) {
             diffs.push(format!(
                 "{name}: arity/keys {:?} != redis {:?}",

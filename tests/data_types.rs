@@ -121,6 +121,30 @@ const SCRIPT: &[&str] = &[
     "MULTI",
     "BLPOP nolist 0",
     "EXEC",
+    "RPUSH m1 a b c",
+    "RPUSH m2 x",
+    "LMPOP 2 nolist m1 LEFT",
+    "LMPOP 2 m1 m2 RIGHT COUNT 5",
+    "EXISTS m1",
+    "LMPOP 1 m1 LEFT",
+    "LMPOP 0 m2 LEFT",
+    "LMPOP x m2 LEFT",
+    "LMPOP 2 m2 LEFT",
+    "LMPOP 1 m2 UP",
+    "LMPOP 1 m2 LEFT COUNT 0",
+    "LMPOP 1 m2 LEFT COUNT -1",
+    "LMPOP 1 m2 LEFT COUNT 1 COUNT 1",
+    "LMPOP 1 str LEFT",
+    "LMPOP 1 m2 UP COUNT 0",
+    "BLMPOP 0 1 m2 LEFT COUNT 3",
+    "BLMPOP x 1 m2 LEFT",
+    "BLMPOP 0.01 1 nolist LEFT",
+    "BLMPOP 0 0 nolist LEFT",
+    "BLMPOP 0 1 nolist SIDEWAYS",
+    "BLMPOP 0.01 1 str LEFT",
+    "MULTI",
+    "BLMPOP 0 1 nolist LEFT",
+    "EXEC",
 ];
 
 #[test]
@@ -272,6 +296,120 @@ const ZSCRIPT: &[&str] = &[
     "ZSCAN u1 0",
     "TYPE u1",
     "OBJECT ENCODING u1",
+    // Redis 6.2/7.0 forms: replies, counts, ranges stored.
+    "ZUNION 2 u1 u2",
+    "ZUNION 3 u1 u2 us WEIGHTS 1 2 10 AGGREGATE MAX WITHSCORES",
+    "ZUNION 1 u1 WITHSCORES WITHSCORES",
+    "ZUNION 1 u1 WEIGHTS -0 WITHSCORES",
+    "ZUNIONSTORE out 1 u1 WEIGHTS -0",
+    "ZRANGE out 0 -1 WITHSCORES",
+    "ZINTER 2 u1 u2 WITHSCORES",
+    "ZINTER 2 u1 u2 AGGREGATE MAX AGGREGATE MIN WITHSCORES",
+    "ZINTER 2 u1 nosuch WITHSCORES",
+    "ZDIFF 2 u1 u2 WITHSCORES",
+    "ZDIFF 1 u1",
+    "ZDIFF 2 nosuch u1",
+    "ZDIFF 2 u1 us WITHSCORES",
+    "ZDIFF 1 u1 WEIGHTS 1",
+    "ZDIFF 1 u1 AGGREGATE SUM",
+    "ZDIFFSTORE dout 2 u2 u1",
+    "ZRANGE dout 0 -1 WITHSCORES",
+    "ZDIFFSTORE dout 2 u1 u1",
+    "EXISTS dout",
+    "ZDIFFSTORE dout 1 u1 WITHSCORES",
+    "ZDIFFSTORE dout 2 u1",
+    "ZINTERCARD 2 u1 u2",
+    "ZINTERCARD 1 r",
+    "ZINTERCARD 1 r LIMIT 2",
+    "ZINTERCARD 1 r LIMIT 0",
+    "ZINTERCARD 1 r LIMIT -1",
+    "ZINTERCARD 1 r LIMIT x",
+    "ZINTERCARD 0 r",
+    "ZINTERCARD 2 r",
+    "ZINTERCARD 1 r WITHSCORES",
+    "ZINTERCARD 2 u1 str",
+    "ZUNION 0 u1",
+    "ZUNION 2 u1",
+    "ZUNION x u1",
+    "ZUNION 1 str",
+    "ZINTER 1 u1 WEIGHTS nan",
+    "ZADD rs 1 a 2 b 3 c 4 d 5 e",
+    "ZRANGESTORE rd rs 1 3",
+    "ZRANGE rd 0 -1 WITHSCORES",
+    "ZRANGESTORE rd rs (1 +inf BYSCORE LIMIT 1 2",
+    "ZRANGE rd 0 -1 WITHSCORES",
+    "ZRANGESTORE rd rs +inf -inf BYSCORE REV LIMIT 0 2",
+    "ZRANGE rd 0 -1 WITHSCORES",
+    "ZRANGESTORE rd rs [b (e BYLEX",
+    "ZRANGESTORE rd rs 10 20",
+    "EXISTS rd",
+    "ZRANGESTORE rd nosuch 0 -1",
+    "ZRANGESTORE rd rs 0 -1 WITHSCORES",
+    "ZRANGESTORE rd str 0 -1",
+    "ZRANGESTORE rd rs x 1",
+    "ZRANGESTORE rd rs 0 1 LIMIT 0 1",
+    "ZRANGE rs 0 -1 REV REV",
+    "ZRANGE rs 0 -1 BYSCORE BYSCORE",
+    "ZRANGE rs 0 -1 BYSCORE BYLEX",
+    "ZRANGE rs 0 -1 LIMIT 2 -1",
+    "ZRANGE rs 0 -1 LIMIT 2 3",
+    "ZRANGE rs 0 -1 WITHSCORES WITHSCORES",
+    "ZRANGE rs (1 5 BYSCORE LIMIT 1 -1 WITHSCORES",
+    "ZRANDMEMBER rs 10",
+    "ZRANDMEMBER rs 5 WITHSCORES",
+    "ZRANDMEMBER rs 0",
+    "ZRANDMEMBER rs 0 WITHSCORES",
+    "ZRANDMEMBER nosuch",
+    "ZRANDMEMBER nosuch 3",
+    "ZRANDMEMBER str",
+    "ZRANDMEMBER str 2",
+    "ZRANDMEMBER rs x",
+    "ZRANDMEMBER rs 1 WITHSCORE",
+    "ZRANDMEMBER rs 1 WITHSCORES x",
+    "ZRANDMEMBER rs -9223372036854775808",
+    "ZRANDMEMBER rs 5000000000000000000 WITHSCORES",
+    "ZRANDMEMBER rs 5000000000000000000",
+    "ZADD one 7 only",
+    "ZRANDMEMBER one",
+    "ZRANDMEMBER one -3 WITHSCORES",
+    "ZRANDMEMBER one 1",
+    "ZADD mp1 1 a 2 b 3 c",
+    "ZADD mp2 5 x",
+    "ZMPOP 2 nosuch mp1 MIN",
+    "ZMPOP 2 mp1 mp2 MAX COUNT 2",
+    "ZMPOP 1 mp1 MIN COUNT 10",
+    "EXISTS mp1",
+    "ZMPOP 1 mp1 MIN",
+    "ZMPOP 0 mp2 MIN",
+    "ZMPOP x mp2 MIN",
+    "ZMPOP 2 mp2 MIN",
+    "ZMPOP 1 mp2 UP",
+    "ZMPOP 1 mp2 MIN COUNT 0",
+    "ZMPOP 1 mp2 MIN COUNT x",
+    "ZMPOP 1 mp2 MIN COUNT 1 COUNT 1",
+    "ZMPOP 1 mp2 MIN LIMIT 1",
+    "ZMPOP 1 str MIN",
+    "ZMPOP 1 mp2 UP COUNT 0",
+    "ZMPOP 9223372036854775807 mp2 MIN",
+    "BZPOPMIN mp2 0",
+    "ZADD mp2 5 x 6 y",
+    "BZPOPMAX nosuch mp2 0",
+    "BZPOPMIN mp2 -1",
+    "BZPOPMIN mp2 x",
+    "BZPOPMIN str 0",
+    "BZMPOP 0 1 mp2 MAX COUNT 3",
+    "BZMPOP -1 1 mp2 MAX",
+    "BZMPOP 0 0 mp2 MAX",
+    "BZMPOP 0 1 mp2 SIDEWAYS",
+    "MULTI",
+    "BZPOPMIN nosuch 0",
+    "BZMPOP 0 1 nosuch MIN",
+    "EXEC",
+    "HSET rh f v",
+    "HRANDFIELD rh -9223372036854775808",
+    "HRANDFIELD rh 5000000000000000000",
+    "HRANDFIELD rh 5000000000000000000 WITHVALUES",
+    "HRANDFIELD rh -2 WITHVALUES",
 ];
 
 #[test]
@@ -293,6 +431,60 @@ fn sorted_set_replies_are_byte_identical_to_redis() {
             diffs.join("\n")
         );
     }
+}
+
+#[test]
+fn zrandmember_picks_members_with_their_scores() {
+    let strata = Strata::start();
+    let mut c = strata.conn();
+    let scores: HashMap<String, f64> = (0..20).map(|i| (format!("m{i}"), i as f64 / 2.0)).collect();
+    for (m, s) in &scores {
+        let _: i64 = redis::cmd("ZADD")
+            .arg("z")
+            .arg(*s)
+            .arg(m)
+            .query(&mut c)
+            .unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..50 {
+        // A positive count below the size: that many distinct members.
+        let some: Vec<String> = redis::cmd("ZRANDMEMBER")
+            .arg("z")
+            .arg(7)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(some.len(), 7);
+        assert_eq!(some.iter().collect::<BTreeSet<_>>().len(), 7, "{some:?}");
+        assert!(some.iter().all(|m| scores.contains_key(m)));
+        seen.extend(some);
+        // A negative count: that many, repetition allowed, each with its own score.
+        let pairs: Vec<(String, f64)> = redis::cmd("ZRANDMEMBER")
+            .arg("z")
+            .arg(-30)
+            .arg("WITHSCORES")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(pairs.len(), 30);
+        assert!(
+            pairs.iter().all(|(m, s)| scores.get(m) == Some(s)),
+            "{pairs:?}"
+        );
+        let one: String = redis::cmd("ZRANDMEMBER").arg("z").query(&mut c).unwrap();
+        assert!(scores.contains_key(&one));
+    }
+    // 350 draws of 7 from 20 leave none out unless the picks are not random.
+    assert_eq!(seen.len(), 20);
+    // A huge negative count is refused before any reply is built.
+    let err = redis::cmd("ZRANDMEMBER")
+        .arg("z")
+        .arg(-4_000_000_000_000_000i64)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("client-output-buffer-limit"),
+        "{err}"
+    );
 }
 
 fn blpop_in_thread(port: u16, keys: &[&str], timeout: &str) -> std::thread::JoinHandle<Value> {
@@ -344,6 +536,80 @@ fn blocked_clients_are_served_in_order_by_pushes_from_other_connections() {
     assert_eq!(blocked_clients(&mut c), 0);
     let len: i64 = redis::cmd("LLEN").arg("jobs").query(&mut c).unwrap();
     assert_eq!(len, 0);
+}
+
+/// BZPOPMIN, BZPOPMAX, BZMPOP and BLMPOP block like BLPOP and are woken, in the order they
+/// blocked, by a write from another connection.
+#[test]
+fn sorted_set_and_multi_key_pops_block_until_a_write() {
+    let strata = Strata::start();
+    let mut c = strata.conn();
+    let port = strata.port;
+    let blocked = |args: &'static [&'static str]| {
+        std::thread::spawn(move || {
+            let mut b = support::connect(port);
+            norm(redis::cmd(args[0]).arg(&args[1..]).query(&mut b).unwrap())
+        })
+    };
+    let s = |x: &str| R::Str(x.into());
+    let min = blocked(&["BZPOPMIN", "nothing", "zq", "10"]);
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 1
+    ));
+    let max = blocked(&["BZPOPMAX", "zq", "10"]);
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 2
+    ));
+    let mpop = blocked(&["BZMPOP", "10", "1", "zq", "MAX", "COUNT", "5"]);
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 3
+    ));
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&["zq", "1", "a", "2", "b", "3", "c", "4", "d"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(min.join().unwrap(), R::List(vec![s("zq"), s("a"), s("1")]));
+    assert_eq!(max.join().unwrap(), R::List(vec![s("zq"), s("d"), s("4")]));
+    assert_eq!(
+        mpop.join().unwrap(),
+        R::List(vec![
+            s("zq"),
+            R::List(vec![
+                R::List(vec![s("c"), s("3")]),
+                R::List(vec![s("b"), s("2")])
+            ]),
+        ])
+    );
+    let left: i64 = redis::cmd("EXISTS").arg("zq").query(&mut c).unwrap();
+    assert_eq!(left, 0, "the emptied sorted set is deleted");
+    let lists = blocked(&["BLMPOP", "10", "2", "l1", "l2", "RIGHT", "COUNT", "2"]);
+    assert!(support::wait_until(
+        Duration::from_secs(5),
+        || blocked_clients(&mut c) == 1
+    ));
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&["l2", "x", "y", "z"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        lists.join().unwrap(),
+        R::List(vec![s("l2"), R::List(vec![s("z"), s("y")])])
+    );
+    // Timeouts answer nil; inside MULTI they answer at once.
+    let v: Value = redis::cmd("BZPOPMIN")
+        .arg(&["none", "0.1"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, Value::Nil);
+    let v: Value = redis::cmd("BLMPOP")
+        .arg(&["0.1", "1", "none", "LEFT"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, Value::Nil);
+    assert_eq!(blocked_clients(&mut c), 0);
 }
 
 #[test]

@@ -95,6 +95,41 @@ pub fn pop_count(args: &[bytes::Bytes]) -> Result<Option<usize>, CmdError> {
     }
 }
 
+/// The `numkeys key [key ...] <where> [COUNT count]` of LMPOP/BLMPOP/ZMPOP/BZMPOP, `numkeys`
+/// at `args[at]`, checked in Redis's order: the keys, whether `where` is the first of the two
+/// `words` (LEFT/RIGHT, MIN/MAX), and the count (1 without COUNT).
+pub fn mpop_args<'a>(
+    args: &'a [bytes::Bytes],
+    at: usize,
+    words: [&str; 2],
+) -> Result<(&'a [bytes::Bytes], bool, usize), CmdError> {
+    let numkeys = int_at_least(&args[at], 1, "ERR numkeys should be greater than 0")? as u64;
+    let where_at = (at as u64 + 1)
+        .checked_add(numkeys)
+        .filter(|&w| w < args.len() as u64)
+        .ok_or(super::error::SYNTAX)? as usize;
+    let first = match &args[where_at] {
+        w if is(w, words[0]) => true,
+        w if is(w, words[1]) => false,
+        _ => return Err(super::error::SYNTAX),
+    };
+    let mut count = None;
+    let mut i = where_at + 1;
+    while i < args.len() {
+        if count.is_none() && i + 1 < args.len() && is(&args[i], "count") {
+            count = Some(int_at_least(
+                &args[i + 1],
+                1,
+                "ERR count should be greater than 0",
+            )?);
+            i += 2;
+        } else {
+            return Err(super::error::SYNTAX);
+        }
+    }
+    Ok((&args[at + 1..where_at], first, count.unwrap_or(1) as usize))
+}
+
 /// Redis's index arithmetic for LRANGE, LTRIM, ZRANGE and ZREMRANGEBYRANK: negative indexes
 /// count from the end, the start clamps to 0 and the stop to the last element; the inclusive
 /// interval, or None when it is empty.

@@ -1,7 +1,7 @@
 //! Hash commands (HSET, HGET, HGETALL, HINCRBY, HSCAN, ...), with Redis's replies: maps in
 //! RESP3, flat arrays in RESP2, and the key removed when its last field goes.
 
-use super::args::{float, int, is, parse_f64, parse_i64};
+use super::args::{float, int, parse_f64, parse_i64};
 use super::error::{CmdError, CmdResult, HASH_NOT_FLOAT, HASH_NOT_INT, OVERFLOW};
 use super::keys::member_scan;
 use super::strings::add_floats;
@@ -9,7 +9,6 @@ use super::{typed, Ctx};
 use crate::cache::glob::glob_match;
 use crate::cache::value::HashValue;
 use bytes::Bytes;
-use rand::seq::IndexedRandom;
 use rand::Rng;
 
 fn read<R>(
@@ -187,25 +186,8 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let count = match args.get(2) {
-        Some(c) => Some(int(c)?),
-        None => None,
-    };
-    let withvalues = match args.get(3) {
-        Some(a) if is(a, "withvalues") && args.len() == 4 => true,
-        Some(_) => return Err(super::error::SYNTAX),
-        None => false,
-    };
-    if let Some(c) = count {
-        if c.unsigned_abs() > (i64::MAX / 2) as u64 {
-            return Err(CmdError::new("ERR value is out of range"));
-        }
-        if c < 0 {
-            super::reply_fits(ctx, c.unsigned_abs())?;
-        }
-    }
+    let (count, withvalues) = super::random_count(ctx, args, "withvalues")?;
     read(ctx, &args[1], |h, out| {
-        let mut rng = rand::rng();
         let Some(h) = h else {
             match count {
                 None => out.null(),
@@ -215,25 +197,14 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
         };
         let Some(c) = count else {
             let (k, _) = h
-                .get_index(rng.random_range(0..h.len()))
+                .get_index(rand::rng().random_range(0..h.len()))
                 .unwrap_or((b"", b""));
             out.bulk(k);
             return;
         };
-        let picks: Vec<usize> = if c >= h.len() as i64 {
-            // The whole hash, in its own order (a listpack's is insertion order), as Redis
-            // answers a count at least the hash's size.
-            (0..h.len()).collect()
-        } else if c >= 0 {
-            let idx: Vec<usize> = (0..h.len()).collect();
-            idx.choose_multiple(&mut rng, (c as usize).min(h.len()))
-                .copied()
-                .collect()
-        } else {
-            (0..c.unsigned_abs())
-                .map(|_| rng.random_range(0..h.len()))
-                .collect()
-        };
+        // A count at least the hash's size: the whole hash in its own order (a listpack's is
+        // insertion order), as Redis answers it.
+        let picks = super::random_picks(h.len(), c);
         if withvalues && out.resp3 {
             out.array(picks.len());
         } else {

@@ -1,8 +1,11 @@
-//! List commands (LPUSH/RPUSH, LPOP/RPOP with count, LRANGE, LINDEX, LSET, LINSERT, LREM,
-//! LTRIM, LPOS, LMOVE, RPOPLPUSH) with Redis's index arithmetic and error texts.
+//! List commands (LPUSH/RPUSH, LPOP/RPOP with count, LMPOP, LRANGE, LINDEX, LSET, LINSERT,
+//! LREM, LTRIM, LPOS, LMOVE, RPOPLPUSH) with Redis's index arithmetic and error texts.
 //!
-//! The blocking variants (BLPOP, BRPOP, BLMOVE) are not here yet: they need the connection to
-//! wait on a key, which the dispatcher does not offer so far.
+//! The blocking variants (BLPOP, BRPOP, BLMPOP, BLMOVE, BRPOPLPUSH; the sorted sets' BZPOP*
+//! use the same two helpers) try at once and, with nothing to pop, leave a `Block` on the
+//! session: the connection waits on the keys (`server::blocking`, in the order clients
+//! blocked) and runs the command again when one of them is written, or answers nil at the
+//! timeout. Inside MULTI or a script they answer at once, as in Redis.
 
 use super::args::{index_range, int, is, pop_count};
 use super::error::{CmdError, CmdResult, NO_SUCH_KEY, SYNTAX};
@@ -335,7 +338,7 @@ pub fn rpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 }
 
 /// The timeout of a blocking command: seconds, fractions allowed; 0 waits forever.
-fn block_timeout(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
+pub(super) fn block_timeout(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
     let secs = super::args::parse_f64(arg)
         .filter(|v| v.is_finite())
         .ok_or(CmdError::new("ERR timeout is not a float or out of range"))?;
@@ -347,7 +350,7 @@ fn block_timeout(arg: &[u8]) -> Result<Option<std::time::Duration>, CmdError> {
 
 /// Nothing to serve yet: inside MULTI or a script a blocking command answers at once (as
 /// Redis does); otherwise the connection waits on `keys` and runs the command again.
-fn block_on(ctx: &mut Ctx<'_>, keys: &[Bytes], timeout: Option<std::time::Duration>) {
+pub(super) fn block_on(ctx: &mut Ctx<'_>, keys: &[Bytes], timeout: Option<std::time::Duration>) {
     if ctx.in_exec || ctx.in_script {
         ctx.out.null_array();
         return;
@@ -408,6 +411,54 @@ pub fn blmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 
 pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     bmove(ctx, &args[1], &args[2], End::Right, End::Left, &args[3])
+}
+
+/// LMPOP's and BLMPOP's pop: up to `count` elements from the first of `keys` that holds a
+/// list, replied as `[key, [elements]]`; false (nothing written) when every list is empty.
+fn mpop(ctx: &mut Ctx<'_>, keys: &[Bytes], end: End, count: usize) -> Result<bool, CmdError> {
+    for key in keys {
+        let popped = typed::update(ctx, key, |l: &mut ListValue| {
+            let n = count.min(l.len());
+            Ok((0..n)
+                .filter_map(|_| match end {
+                    End::Left => l.pop_front(),
+                    End::Right => l.pop_back(),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        if let Some(v) = popped.filter(|v| !v.is_empty()) {
+            let out = &mut *ctx.out;
+            out.array(2);
+            out.bulk(key);
+            out.array(v.len());
+            for x in v {
+                out.bulk(&x);
+            }
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count].
+pub fn lmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (keys, left, count) = super::args::mpop_args(args, 1, ["left", "right"])?;
+    let end = if left { End::Left } else { End::Right };
+    if !mpop(ctx, keys, end, count)? {
+        ctx.out.null_array();
+    }
+    Ok(())
+}
+
+/// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count].
+pub fn blmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (keys, left, count) = super::args::mpop_args(args, 2, ["left", "right"])?;
+    let timeout = block_timeout(&args[1])?;
+    let end = if left { End::Left } else { End::Right };
+    if !mpop(ctx, keys, end, count)? {
+        block_on(ctx, keys, timeout);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

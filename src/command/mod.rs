@@ -66,6 +66,57 @@ pub fn reply_fits(ctx: &Ctx<'_>, elements: u64) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// HRANDFIELD's and ZRANDMEMBER's `key [count [<word>]]` (`word` WITHVALUES or WITHSCORES):
+/// the count (`None` without one) and whether the word was given, checked in Redis's order.
+pub fn random_count(
+    ctx: &Ctx<'_>,
+    args: &[Bytes],
+    word: &str,
+) -> Result<(Option<i64>, bool), CmdError> {
+    let Some(count) = args.get(2) else {
+        return Ok((None, false));
+    };
+    let count = args::int(count)?;
+    if count == i64::MIN {
+        return Err(CmdError::new(
+            "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+        ));
+    }
+    let with = match args.get(3) {
+        None => false,
+        Some(w) if args.len() == 4 && args::is(w, word) => true,
+        Some(_) => return Err(error::SYNTAX),
+    };
+    if with && count.unsigned_abs() > (i64::MAX / 2) as u64 {
+        return Err(CmdError::new("ERR value is out of range"));
+    }
+    if count < 0 {
+        reply_fits(ctx, count.unsigned_abs())?;
+    }
+    Ok((Some(count), with))
+}
+
+/// The positions (in `0..len`, `len` > 0) a random pick of `count` elements returns, as Redis
+/// picks them: all of them, in order, for a count at least `len`; that many distinct ones for
+/// a smaller positive count; for a negative one, its magnitude drawn with repetition.
+pub fn random_picks(len: usize, count: i64) -> Vec<usize> {
+    use rand::seq::IndexedRandom;
+    use rand::Rng;
+    let mut rng = rand::rng();
+    if count >= len as i64 {
+        (0..len).collect()
+    } else if count >= 0 {
+        let all: Vec<usize> = (0..len).collect();
+        all.choose_multiple(&mut rng, count as usize)
+            .copied()
+            .collect()
+    } else {
+        (0..count.unsigned_abs())
+            .map(|_| rng.random_range(0..len))
+            .collect()
+    }
+}
+
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

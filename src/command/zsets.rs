@@ -1,6 +1,8 @@
-//! Sorted-set commands (ZADD with NX/XX/GT/LT/CH/INCR, ZRANGE in all its forms, ranks, score
-//! and lex ranges, pops, removals by range, ZUNIONSTORE/ZINTERSTORE, ZSCAN) with Redis 7.0's
-//! argument rules, error texts and score formatting (`%.17g`, `inf`).
+//! Sorted-set commands (ZADD with NX/XX/GT/LT/CH/INCR, ZRANGE in all its forms and
+//! ZRANGESTORE, ranks, score and lex ranges, pops (ZPOPMIN/ZPOPMAX, ZMPOP, and the blocking
+//! BZPOPMIN/BZPOPMAX/BZMPOP), removals by range, ZUNION/ZINTER/ZDIFF and their STORE forms,
+//! ZINTERCARD, ZRANDMEMBER, ZSCAN) with Redis 7.0's argument rules, error
+//! texts and score formatting (`%.17g`, `inf`).
 //!
 //! Ranges are turned into rank intervals on the set's order-statistic index
 //! (`cache::ranktree`), so every range costs O(log n) plus the elements it returns.
@@ -424,64 +426,109 @@ fn range_options(
     Ok((withscores, limit))
 }
 
-pub fn zrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    let (mut byscore, mut bylex, mut rev, mut withscores) = (false, false, false, false);
-    let mut limit = None;
-    let mut i = 4;
+/// ZRANGE's and ZRANGESTORE's `min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]
+/// [WITHSCORES]`, `min` at `args[at]` (no WITHSCORES when storing), checked in Redis's order:
+/// the options (each of BYSCORE/BYLEX and REV at most once), their conflicts, the range.
+fn range_request(args: &[Bytes], at: usize, store: bool) -> Result<RangeReq, CmdError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Rank,
+        Score,
+        Lex,
+    }
+    let (mut kind, mut rev, mut withscores, mut limit) = (None, false, false, None);
+    let mut i = at + 2;
     while i < args.len() {
         let a = &args[i];
-        if is(a, "byscore") {
-            byscore = true;
-        } else if is(a, "bylex") {
-            bylex = true;
-        } else if is(a, "rev") {
-            rev = true;
-        } else if is(a, "withscores") {
+        if !store && is(a, "withscores") {
             withscores = true;
         } else if is(a, "limit") && i + 2 < args.len() {
             limit = Some((int(&args[i + 1])?, int(&args[i + 2])?));
             i += 2;
+        } else if !rev && is(a, "rev") {
+            rev = true;
+        } else if kind.is_none() && is(a, "bylex") {
+            kind = Some(Kind::Lex);
+        } else if kind.is_none() && is(a, "byscore") {
+            kind = Some(Kind::Score);
         } else {
             return Err(SYNTAX);
         }
         i += 1;
     }
-    if byscore && bylex {
-        return Err(SYNTAX);
-    }
-    if limit.is_some() && !byscore && !bylex {
+    let kind = kind.unwrap_or(Kind::Rank);
+    // A count of -1 is Redis's "no LIMIT given".
+    if kind == Kind::Rank && limit.is_some_and(|(_, count)| count != -1) {
         return Err(CmdError::new(
             "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
         ));
     }
-    if withscores && bylex {
+    if withscores && kind == Kind::Lex {
         return Err(CmdError::new(
             "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
         ));
     }
-    // With REV the range is given from the high end: `max min`.
-    let (a, b) = if rev && (byscore || bylex) {
-        (&args[3], &args[2])
+    // With REV a score or lex range is given from the high end: `max min`.
+    let (a, b) = if rev && kind != Kind::Rank {
+        (&args[at + 1], &args[at])
     } else {
-        (&args[2], &args[3])
+        (&args[at], &args[at + 1])
     };
-    let by = if byscore {
-        By::Span(Span::parse(false, a, b)?)
-    } else if bylex {
-        By::Span(Span::parse(true, a, b)?)
-    } else {
-        By::Index(int(a)?, int(b)?)
+    let (by, limit) = match kind {
+        Kind::Rank => (By::Index(int(a)?, int(b)?), None),
+        Kind::Score => (By::Span(Span::parse(false, a, b)?), limit),
+        Kind::Lex => (By::Span(Span::parse(true, a, b)?), limit),
     };
-    range_reply(
-        ctx,
-        &args[1],
-        RangeReq {
-            by,
-            rev,
-            limit,
-            withscores,
-        },
-    )
+    Ok(RangeReq {
+        by,
+        rev,
+        limit,
+        withscores,
+    })
+}
+
+pub fn zrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let req = range_request(args, 2, false)?;
+    range_reply(ctx, &args[1], req)
+}
+
+/// ZRANGESTORE dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]: the range stored
+/// as a sorted set (an empty one deletes `dst`); the number of members stored.
+pub fn zrangestore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let req = range_request(args, 3, true)?;
+    let elems = typed::read(ctx, &args[2], |z: Option<&ZSetValue>, _| {
+        z.map(|z| select(z, &req)).unwrap_or_default()
+    })?;
+    let n = store_zset(ctx, &args[1], elems.iter().map(|(s, m)| (*s, m.as_slice())));
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+/// ZRANDMEMBER key [count [WITHSCORES]].
+pub fn zrandmember(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (count, withscores) = super::random_count(ctx, args, "withscores")?;
+    typed::read(ctx, &args[1], |z: Option<&ZSetValue>, out| {
+        let Some(z) = z else {
+            match count {
+                None => out.null(),
+                Some(_) => out.array(0),
+            }
+            return;
+        };
+        let len = z.len();
+        // Positions counted from the highest rank: a count at least the set's size gives the
+        // whole set from the highest score down, as Redis 7.0 answers it.
+        let picks = super::random_picks(len, count.unwrap_or(1));
+        let elems: Vec<(f64, &[u8])> = picks
+            .into_iter()
+            .filter_map(|p| z.at(len - 1 - p))
+            .collect();
+        match (count, elems.first()) {
+            (None, Some((_, m))) => out.bulk(m),
+            (None, None) => out.null(),
+            (Some(_), _) => write_elements(out, &elems, withscores),
+        }
+    })
 }
 
 pub fn zrevrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
@@ -610,6 +657,90 @@ pub fn zpopmax(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     pop(ctx, args, true)
 }
 
+/// Members popped from a sorted set, with their scores, and the key they came from.
+type Popped<'k> = (&'k Bytes, Vec<(f64, Member)>);
+
+/// The pop of ZMPOP, BZMPOP, BZPOPMIN and BZPOPMAX: up to `count` lowest (or highest, `max`)
+/// members of the first of `keys` that holds a sorted set; `None` when none does.
+fn pop_first<'k>(
+    ctx: &mut Ctx<'_>,
+    keys: &'k [Bytes],
+    max: bool,
+    count: usize,
+) -> Result<Option<Popped<'k>>, CmdError> {
+    for key in keys {
+        let popped = typed::update(ctx, key, |z: &mut ZSetValue| {
+            let n = count.min(z.len());
+            Ok(std::iter::from_fn(|| z.pop(max))
+                .take(n)
+                .collect::<Vec<_>>())
+        })?;
+        if let Some(v) = popped.filter(|v| !v.is_empty()) {
+            return Ok(Some((key, v)));
+        }
+    }
+    Ok(None)
+}
+
+/// ZMPOP's and BZMPOP's reply: `[key, [[member, score], ...]]`.
+fn write_mpop(out: &mut Reply, key: &[u8], popped: &[(f64, Member)]) {
+    out.array(2);
+    out.bulk(key);
+    out.array(popped.len());
+    for (s, m) in popped {
+        out.array(2);
+        out.bulk(m);
+        out.double(*s);
+    }
+}
+
+/// BZPOPMIN / BZPOPMAX key [key ...] timeout: `[key, member, score]`, or the connection
+/// blocks until one of the keys holds a sorted set.
+fn bzpop(ctx: &mut Ctx<'_>, args: &[Bytes], max: bool) -> CmdResult {
+    let timeout = super::lists::block_timeout(&args[args.len() - 1])?;
+    let keys = &args[1..args.len() - 1];
+    match pop_first(ctx, keys, max, 1)? {
+        Some((key, popped)) => {
+            let (s, m) = &popped[0];
+            ctx.out.array(3);
+            ctx.out.bulk(key);
+            ctx.out.bulk(m);
+            ctx.out.double(*s);
+        }
+        None => super::lists::block_on(ctx, keys, timeout),
+    }
+    Ok(())
+}
+
+pub fn bzpopmin(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    bzpop(ctx, args, false)
+}
+
+pub fn bzpopmax(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    bzpop(ctx, args, true)
+}
+
+/// ZMPOP numkeys key [key ...] MIN|MAX [COUNT count].
+pub fn zmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (keys, min, count) = super::args::mpop_args(args, 1, ["min", "max"])?;
+    match pop_first(ctx, keys, !min, count)? {
+        Some((key, popped)) => write_mpop(ctx.out, key, &popped),
+        None => ctx.out.null_array(),
+    }
+    Ok(())
+}
+
+/// BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT count].
+pub fn bzmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    let (keys, min, count) = super::args::mpop_args(args, 2, ["min", "max"])?;
+    let timeout = super::lists::block_timeout(&args[1])?;
+    match pop_first(ctx, keys, !min, count)? {
+        Some((key, popped)) => write_mpop(ctx.out, key, &popped),
+        None => super::lists::block_on(ctx, keys, timeout),
+    }
+    Ok(())
+}
+
 // ZUNIONSTORE / ZINTERSTORE
 
 #[derive(Clone, Copy)]
@@ -642,35 +773,56 @@ fn weighted_input(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Weighted>, Cmd
     })
 }
 
-fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
-    let name = if inter { "zinterstore" } else { "zunionstore" };
-    let numkeys = int(&args[2])?;
+/// ZUNION, ZINTER and ZDIFF, their STORE forms and ZINTERCARD: one operation over `numkeys`
+/// inputs, as Redis's zunionInterDiffGenericCommand does it.
+#[derive(Clone, Copy, PartialEq)]
+enum SetOp {
+    Union,
+    Inter,
+    Diff,
+}
+
+/// What is done with the result: stored at `args[1]`, replied (WITHSCORES allowed), or only
+/// counted (LIMIT allowed).
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    Store,
+    Reply,
+    Count,
+}
+
+fn set_op(ctx: &mut Ctx<'_>, args: &[Bytes], op: SetOp, into: Output) -> CmdResult {
+    let at = if into == Output::Store { 2 } else { 1 };
+    let numkeys = int(&args[at])?;
     if numkeys < 1 {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
         return Err(CmdError::msg(format!(
             "ERR at least 1 input key is needed for '{name}' command"
         )));
     }
-    let numkeys = numkeys as usize;
-    if numkeys > args.len() - 3 {
+    if numkeys as u64 > (args.len() - at - 1) as u64 {
         return Err(SYNTAX);
     }
-    let keys = &args[3..3 + numkeys];
-    // Redis reads (and type-checks) the inputs before it parses WEIGHTS and AGGREGATE.
+    let numkeys = numkeys as usize;
+    let keys = &args[at + 1..at + 1 + numkeys];
+    // Redis reads (and type-checks) the inputs before it parses the options.
     let mut inputs = Vec::with_capacity(numkeys);
     for k in keys {
         inputs.push(weighted_input(ctx, k)?);
     }
     let mut weights = vec![1.0; numkeys];
-    let mut agg = Aggregate::Sum;
-    let mut i = 3 + numkeys;
+    let (mut agg, mut withscores, mut limit) = (Aggregate::Sum, false, 0usize);
+    let combining = op != SetOp::Diff && into != Output::Count;
+    let mut i = at + 1 + numkeys;
     while i < args.len() {
-        if is(&args[i], "weights") && i + numkeys < args.len() {
+        let left = args.len() - i;
+        if combining && left > numkeys && is(&args[i], "weights") {
             for (j, w) in weights.iter_mut().enumerate() {
                 *w = parse_f64(&args[i + 1 + j])
                     .ok_or(CmdError::new("ERR weight value is not a float"))?;
             }
             i += 1 + numkeys;
-        } else if is(&args[i], "aggregate") && i + 1 < args.len() {
+        } else if combining && left >= 2 && is(&args[i], "aggregate") {
             let a = &args[i + 1];
             agg = if is(a, "sum") {
                 Aggregate::Sum
@@ -682,10 +834,60 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
                 return Err(SYNTAX);
             };
             i += 2;
+        } else if into == Output::Reply && is(&args[i], "withscores") {
+            withscores = true;
+            i += 1;
+        } else if into == Output::Count && left >= 2 && is(&args[i], "limit") {
+            // Not a number and a negative one get the same error, as in Redis.
+            limit =
+                super::args::int_at_least(&args[i + 1], 0, "ERR LIMIT can't be negative")? as usize;
+            i += 2;
         } else {
             return Err(SYNTAX);
         }
     }
+    let result = combine(inputs, weights, op, agg);
+    match into {
+        Output::Count => {
+            let n = if limit > 0 {
+                result.len().min(limit)
+            } else {
+                result.len()
+            };
+            ctx.out.int(n as i64);
+        }
+        Output::Store => {
+            let n = store_zset(
+                ctx,
+                &args[1],
+                result.iter().map(|(m, s)| (*s, m.as_slice())),
+            );
+            ctx.out.int(n as i64);
+        }
+        Output::Reply => {
+            // In rank order (score, then member), the scores as computed: Redis replies from
+            // the result's skiplist, where a -0 stays -0 (stored, a small set would read it
+            // back as 0).
+            let mut elems: Vec<(f64, &[u8])> =
+                result.iter().map(|(m, s)| (*s, m.as_slice())).collect();
+            elems.sort_by(|a, b| {
+                let by_score = a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal);
+                by_score.then_with(|| a.1.cmp(b.1))
+            });
+            write_elements(ctx.out, &elems, withscores);
+        }
+    }
+    Ok(())
+}
+
+/// The members of the union, intersection or difference of `inputs` (missing keys empty),
+/// each with its weighted, aggregated score, in the order Redis adds them.
+fn combine(
+    inputs: Vec<Option<Weighted>>,
+    weights: Vec<f64>,
+    op: SetOp,
+    agg: Aggregate,
+) -> indexmap::IndexMap<Vec<u8>, f64> {
     let combine = |a: f64, b: f64| {
         let v = match agg {
             Aggregate::Sum => a + b,
@@ -706,29 +908,29 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
             v
         }
     };
-    // Redis combines the inputs from the smallest to the largest (a stable sort by size, a
-    // missing key counting as empty), which decides where a NaN (inf - inf) is zeroed.
     let mut inputs: Vec<(Option<Weighted>, f64)> = inputs.into_iter().zip(weights).collect();
-    inputs.sort_by_key(|(input, _)| input.as_ref().map_or(0, Vec::len));
+    // Redis combines the inputs from the smallest to the largest (a stable sort by size, a
+    // missing key counting as empty), which decides where a NaN (inf - inf) is zeroed; a
+    // difference keeps its first input first.
+    if op != SetOp::Diff {
+        inputs.sort_by_key(|(input, _)| input.as_ref().map_or(0, Vec::len));
+    }
     let mut result: indexmap::IndexMap<Vec<u8>, f64> = indexmap::IndexMap::new();
-    if inter {
-        if inputs.iter().all(|(input, _)| input.is_some()) {
+    // The inputs after the first by member, so each lookup is O(1) however large they are.
+    type ByMember<'a> = std::collections::HashMap<&'a [u8], f64, foldhash::fast::RandomState>;
+    fn by_member(others: &[(Option<Weighted>, f64)]) -> Vec<(ByMember<'_>, f64)> {
+        others
+            .iter()
+            .map(|(o, w)| {
+                let members = o.iter().flatten().map(|(m, s)| (m.as_slice(), *s));
+                (members.collect(), *w)
+            })
+            .collect()
+    }
+    match op {
+        SetOp::Inter if inputs.iter().all(|(input, _)| input.is_some()) => {
             let (first, others) = inputs.split_first().expect("numkeys >= 1");
-            // The other inputs by member, so each lookup is O(1) however large they are.
-            type ByMember<'a> =
-                std::collections::HashMap<&'a [u8], f64, foldhash::fast::RandomState>;
-            let others: Vec<(ByMember<'_>, f64)> = others
-                .iter()
-                .map(|(o, w)| {
-                    (
-                        o.iter()
-                            .flatten()
-                            .map(|(m, s)| (m.as_slice(), *s))
-                            .collect(),
-                        *w,
-                    )
-                })
-                .collect();
+            let others = by_member(others);
             'member: for (m, s) in first.0.iter().flatten() {
                 let mut acc = weigh(*s, first.1);
                 for (other, w) in &others {
@@ -742,24 +944,44 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
                 result.insert(m.clone(), acc);
             }
         }
-    } else {
-        for (input, w) in &inputs {
-            for (m, s) in input.iter().flatten() {
-                let v = weigh(*s, *w);
-                match result.get_mut(m) {
-                    Some(acc) => *acc = combine(*acc, v),
-                    None => {
-                        result.insert(m.clone(), v);
+        SetOp::Inter => {}
+        SetOp::Diff => {
+            let (first, others) = inputs.split_first().expect("numkeys >= 1");
+            let others = by_member(others);
+            for (m, s) in first.0.iter().flatten() {
+                if !others.iter().any(|(o, _)| o.contains_key(m.as_slice())) {
+                    result.insert(m.clone(), *s);
+                }
+            }
+        }
+        SetOp::Union => {
+            for (input, w) in &inputs {
+                for (m, s) in input.iter().flatten() {
+                    let v = weigh(*s, *w);
+                    match result.get_mut(m) {
+                        Some(acc) => *acc = combine(*acc, v),
+                        None => {
+                            result.insert(m.clone(), v);
+                        }
                     }
                 }
             }
         }
     }
-    let dst = &args[1];
-    let longest = result.keys().map(Vec::len).max().unwrap_or(0);
-    let mut z = ZSetValue::for_result(result.len(), longest);
-    for (m, s) in &result {
-        z.insert(m, *s);
+    result
+}
+
+/// Stores these members and scores as the sorted set at `dst` (deleting `dst` when there
+/// are none, as Redis does); the number stored.
+fn store_zset<'a>(
+    ctx: &mut Ctx<'_>,
+    dst: &[u8],
+    elems: impl ExactSizeIterator<Item = (f64, &'a [u8])> + Clone,
+) -> usize {
+    let longest = elems.clone().map(|(_, m)| m.len()).max().unwrap_or(0);
+    let mut z = ZSetValue::for_result(elems.len(), longest);
+    for (s, m) in elems {
+        z.insert(m, s);
     }
     let n = z.len();
     ctx.app.store.access(ctx.session.db, dst, ctx.now, |slot| {
@@ -769,16 +991,35 @@ fn store_combined(ctx: &mut Ctx<'_>, args: &[Bytes], inter: bool) -> CmdResult {
             slot.put(Entry::new_obj(dst, Box::new(Object::ZSet(z)), None, 0));
         }
     });
-    ctx.out.int(n as i64);
-    Ok(())
+    n
 }
 
 pub fn zunionstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    store_combined(ctx, args, false)
+    set_op(ctx, args, SetOp::Union, Output::Store)
 }
 
 pub fn zinterstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
-    store_combined(ctx, args, true)
+    set_op(ctx, args, SetOp::Inter, Output::Store)
+}
+
+pub fn zdiffstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    set_op(ctx, args, SetOp::Diff, Output::Store)
+}
+
+pub fn zunion(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    set_op(ctx, args, SetOp::Union, Output::Reply)
+}
+
+pub fn zinter(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    set_op(ctx, args, SetOp::Inter, Output::Reply)
+}
+
+pub fn zdiff(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    set_op(ctx, args, SetOp::Diff, Output::Reply)
+}
+
+pub fn zintercard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
+    set_op(ctx, args, SetOp::Inter, Output::Count)
 }
 
 /// Sorted sets up to this size are returned whole by one ZSCAN call (listpack in Redis).

@@ -142,8 +142,35 @@ pub fn categories(c: &Command) -> Vec<&'static str> {
     } else if !c.acl.contains(&"fast") {
         add("slow");
     }
+    // In Redis's order of the categories (COMMAND INFO lists them so).
+    cats.sort_by_key(|cat| CATEGORY_ORDER.iter().position(|o| o == cat));
     cats
 }
+
+/// Redis's ACL categories, in the order of its table (acl.c).
+const CATEGORY_ORDER: &[&str] = &[
+    "keyspace",
+    "read",
+    "write",
+    "set",
+    "sortedset",
+    "list",
+    "hash",
+    "string",
+    "bitmap",
+    "hyperloglog",
+    "geo",
+    "stream",
+    "pubsub",
+    "admin",
+    "fast",
+    "slow",
+    "blocking",
+    "dangerous",
+    "connection",
+    "transaction",
+    "scripting",
+];
 
 /// Every category some command has, sorted (ACL CAT).
 pub fn all_categories() -> Vec<&'static str> {

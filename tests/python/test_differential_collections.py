@@ -60,6 +60,7 @@ def list_command(rng):
     return rng.choice([
         lambda: ["LPUSH", k] + members(rng),
         lambda: ["RPUSH", k] + members(rng),
+        lambda: ["LMPOP", "2", k, k2, side()] + rng.choice([[], ["COUNT", rng.choice(COUNTS)]]),
         lambda: ["LPUSHX", k] + members(rng),
         lambda: ["RPUSHX", k] + members(rng),
         lambda: ["LPOP", k] + rng.choice([[], [rng.choice(COUNTS)]]),
@@ -142,18 +143,43 @@ def zset_command(rng):
         lambda: ["ZPOPMIN", k] + rng.choice([[], [rng.choice(COUNTS)]]),
         lambda: ["ZPOPMAX", k] + rng.choice([[], [rng.choice(COUNTS)]]),
         lambda: store(rng, k3, [k, k2] + rng.choice([[], [key(rng, ZSETS + SETS)]])),
+        lambda: combine(rng, [k, k2] + rng.choice([[], [key(rng, ZSETS + SETS)]])),
+        lambda: ["ZDIFFSTORE", k3, "2", k, k2],
+        lambda: ["ZMPOP", "2", k, k2, rng.choice(["MIN", "MAX"])]
+        + rng.choice([[], ["COUNT", rng.choice(COUNTS)]]),
+        lambda: ["ZINTERCARD", "2", k, k2]
+        + rng.choice([[], ["LIMIT", rng.choice(["0", "1", "2", "-1", "x"])]]),
+        lambda: ["ZRANGESTORE", k3, k, lo, hi, "BYSCORE"] + rng.choice([[], ["REV"]]) + limit(),
+        lambda: ["ZRANGESTORE", k3, k, rng.choice(INDEXES), rng.choice(INDEXES)]
+        + rng.choice([[], ["REV"]]),
+        # Deterministic forms only: a count at least the set's size (the whole set, highest
+        # score first), zero, not a number.
+        lambda: ["ZRANDMEMBER", k] + rng.choice([["100"], ["100", "WITHSCORES"], ["0"], ["x"]]),
     ])()
 
 
-def store(rng, dst, inputs):
-    """ZUNIONSTORE / ZINTERSTORE: Redis combines the inputs smallest first, which decides
-    where an `inf - inf` becomes 0, so weights include the infinities."""
+def weights_and_aggregate(rng, inputs):
+    """Redis combines the inputs smallest first, which decides where an `inf - inf` becomes 0,
+    so weights include the infinities."""
     weights = rng.choice(SCORES[:12] + ["inf", "-inf"])
-    return ([rng.choice(["ZUNIONSTORE", "ZINTERSTORE"]), dst, str(len(inputs))] + inputs
-            + rng.choice([[], ["WEIGHTS"] + [rng.choice(SCORES[:12] + ["inf", "-inf"])
-                                             for _ in inputs],
-                          ["WEIGHTS", weights], ["WEIGHTS"] + ["1"] * (len(inputs) + 1)])
+    return (rng.choice([[], ["WEIGHTS"] + [rng.choice(SCORES[:12] + ["inf", "-inf"])
+                                           for _ in inputs],
+                        ["WEIGHTS", weights], ["WEIGHTS"] + ["1"] * (len(inputs) + 1)])
             + rng.choice([[], ["AGGREGATE", rng.choice(["SUM", "MIN", "MAX", "AVG"])]]))
+
+
+def store(rng, dst, inputs):
+    """ZUNIONSTORE / ZINTERSTORE."""
+    return ([rng.choice(["ZUNIONSTORE", "ZINTERSTORE"]), dst, str(len(inputs))] + inputs
+            + weights_and_aggregate(rng, inputs))
+
+
+def combine(rng, inputs):
+    """ZUNION / ZINTER / ZDIFF, replied (ZDIFF refuses WEIGHTS and AGGREGATE: a syntax error
+    on both servers when they come)."""
+    op = rng.choice(["ZUNION", "ZINTER", "ZDIFF"])
+    opts = [] if op == "ZDIFF" and rng.random() < 0.8 else weights_and_aggregate(rng, inputs)
+    return [op, str(len(inputs))] + inputs + opts + rng.choice([[], ["WITHSCORES"]])
 
 
 def any_key_command(rng):
