@@ -64,16 +64,21 @@ pub fn rpushx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
     push(ctx, args, End::Right, true)
 }
 
+/// Up to `n` elements off one end of a list, in the order they come off.
+fn pop_n(l: &mut ListValue, end: End, n: usize) -> Vec<Box<[u8]>> {
+    let n = n.min(l.len());
+    (0..n)
+        .filter_map(|_| match end {
+            End::Left => l.pop_front(),
+            End::Right => l.pop_back(),
+        })
+        .collect()
+}
+
 fn pop(ctx: &mut Ctx<'_>, args: &[Bytes], end: End) -> CmdResult {
     let count = pop_count(args)?;
     let popped = typed::update(ctx, &args[1], |l: &mut ListValue| {
-        let n = count.unwrap_or(1).min(l.len());
-        Ok((0..n)
-            .filter_map(|_| match end {
-                End::Left => l.pop_front(),
-                End::Right => l.pop_back(),
-            })
-            .collect::<Vec<_>>())
+        Ok(pop_n(l, end, count.unwrap_or(1)))
     })?;
     let out = &mut *ctx.out;
     match (count, popped) {
@@ -417,15 +422,7 @@ pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult {
 /// list, replied as `[key, [elements]]`; false (nothing written) when every list is empty.
 fn mpop(ctx: &mut Ctx<'_>, keys: &[Bytes], end: End, count: usize) -> Result<bool, CmdError> {
     for key in keys {
-        let popped = typed::update(ctx, key, |l: &mut ListValue| {
-            let n = count.min(l.len());
-            Ok((0..n)
-                .filter_map(|_| match end {
-                    End::Left => l.pop_front(),
-                    End::Right => l.pop_back(),
-                })
-                .collect::<Vec<_>>())
-        })?;
+        let popped = typed::update(ctx, key, |l: &mut ListValue| Ok(pop_n(l, end, count)))?;
         if let Some(v) = popped.filter(|v| !v.is_empty()) {
             let out = &mut *ctx.out;
             out.array(2);
